@@ -1,0 +1,1 @@
+"""Pure, batched augmentations on the training device; each returns its auxiliary targets."""

@@ -1,0 +1,1 @@
+"""Data: CIFAR archives (real and generated), label sets, normalisation, device-resident batches."""

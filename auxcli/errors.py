@@ -1,0 +1,82 @@
+"""The few exception types that cross module boundaries.
+
+Every error a user can cause is one of these; `cli.py` turns them into a one-paragraph message and an
+exit code. Nothing else in the package prints errors or calls `sys.exit`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class AuxcliError(Exception):
+    """A user-facing failure with a message that needs no traceback."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid field: where it was written and what is allowed instead."""
+
+    source: str  # file name, or "--set" for command-line overrides
+    line: int | None  # 1-based
+    column: int | None  # 1-based
+    path: str  # dotted field path, e.g. "task.aux.kind"
+    message: str
+    allowed: str | None = None
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.line is not None:
+            where += f":{self.line}:{self.column or 1}"
+        text = f"{where} {self.path or '<spec>'}: {self.message}"
+        if self.allowed:
+            text += f"; allowed: {self.allowed}"
+        return text
+
+
+class SpecError(AuxcliError):
+    """One or more problems with a spec file or its overrides."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class DataError(AuxcliError):
+    """Missing, corrupt or mismatching data files."""
+
+    exit_code = 2
+
+
+class CheckpointError(AuxcliError):
+    """A checkpoint that cannot be read or does not fit the spec."""
+
+    exit_code = 2
+
+
+class TransferError(AuxcliError):
+    """A `transfer.from` that cannot be resolved or does not fit the spec."""
+
+    exit_code = 2
+
+
+class TrackingError(AuxcliError):
+    """The MLflow tracking store cannot be reached or queried."""
+
+    exit_code = 2
+
+
+class OutputError(AuxcliError):
+    """The run folder cannot be written."""
+
+    exit_code = 2
+
+
+class TrainingDiverged(AuxcliError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 1

@@ -1,0 +1,1 @@
+"""Backbones (feature extractors), heads, and the network that joins them."""

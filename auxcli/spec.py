@@ -1,0 +1,252 @@
+"""The experiment spec: pydantic models whose defaults are the study's training recipe.
+
+The field names are a contract (specs, `--set` overrides, MLflow params and the report read them):
+add fields freely, never rename one. Structural checks live on the models; the rules that tie fields
+together are in `cross_field_problems`, which names the field each problem belongs to.
+
+Defaults follow the study (../shared/docs/paper.md, "Training recipe"): 300 epochs, batch 128,
+SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at epochs 150 and 225,
+pad-4 random crop and horizontal flip.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+
+LabelSet = Literal["gt", "superclass", "random"]
+LABEL_SETS: tuple[str, ...] = ("gt", "superclass", "random")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SyntheticSpec(Section):
+    """Size of the generated CIFAR-100-format archive (dataset: synthetic only)."""
+
+    train_per_class: PositiveInt = 20
+    test_per_class: PositiveInt = 5
+    seed: NonNegativeInt = 0
+
+
+class DataSpec(Section):
+    dataset: Literal["cifar100", "cifar10", "synthetic"] = "cifar100"
+    root: str = "data"  # holds cifar-100-python/ (or cifar-10-batches-py/, synthetic/cifar-100-python/)
+    download: bool = True  # synthetic: generated on first use instead
+    random_label_seed: NonNegativeInt = 0  # fixes the 'random' label set for every run that uses it
+    subset: PositiveInt | None = None  # first N training images per class
+    synthetic: SyntheticSpec = SyntheticSpec()
+
+
+class ModelSpec(Section):
+    backbone: Literal["resnet", "pyramidnet", "linear"] = "resnet"
+    depth: PositiveInt | None = 110  # resnet: 6n+2; pyramidnet (basic blocks): 6n+2; linear: none
+    alpha: PositiveFloat | None = None  # pyramidnet widening factor (270 in the study)
+    base_width: PositiveInt = 16  # channels of the first stage (16 in both papers)
+
+
+class LabelsetAux(Section):
+    """A second classification head on another label set."""
+
+    kind: Literal["labelset"]
+    labels: LabelSet
+    weight: float = Field(1.0, ge=0)
+
+
+class CropAux(Section):
+    """Classify which of the 3x3 blocks of the 9x9 crop-offset grid the crop came from."""
+
+    kind: Literal["crop"]
+    labels: None = None
+    weight: float = Field(1.0, ge=0)
+    # sampled: the study's label, the sampled offset even when the image is then flipped;
+    # visible: mirror the horizontal block of flipped images so the label matches what is seen.
+    crop_label: Literal["sampled", "visible"] = "sampled"
+
+
+class CutoutAux(Section):
+    """Segment the pixels that Cutout set to zero."""
+
+    kind: Literal["cutout"]
+    labels: None = None
+    weight: float = Field(1.0, ge=0)
+
+
+class RicapAux(Section):
+    """Segment which of RICAP's four source images each pixel came from."""
+
+    kind: Literal["ricap"]
+    labels: None = None
+    weight: float = Field(1.0, ge=0)
+
+
+AuxSpec = Annotated[Union[LabelsetAux, CropAux, CutoutAux, RicapAux], Field(discriminator="kind")]
+AUX_KINDS: tuple[str, ...] = ("labelset", "crop", "cutout", "ricap")
+
+
+class TaskSpec(Section):
+    labels: Literal["gt", "superclass", "random", "none"] = "gt"  # none: the aux task alone
+    aux: AuxSpec | None = None
+
+
+class CropAug(Section):
+    padding: NonNegativeInt = 4
+
+
+class CutoutAug(Section):
+    size: PositiveInt = 16
+
+
+class RicapAug(Section):
+    beta: PositiveFloat = 0.3
+    keep_off_edges: bool = False  # keep the boundary >= 1 px inside, so all four images show
+
+
+class AugmentSpec(Section):
+    crop: CropAug | None = CropAug()
+    flip: bool = True
+    cutout: CutoutAug | None = None
+    ricap: RicapAug | None = None
+
+
+class TrainSpec(Section):
+    epochs: PositiveInt = 300
+    batch_size: PositiveInt = 128
+    lr: PositiveFloat = 0.1
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(1.0e-4, ge=0)
+    milestones: list[PositiveInt] = [150, 225]
+    gamma: PositiveFloat = 0.1
+    eval_batch_size: PositiveInt = 1000
+
+
+class TransferSpec(Section):
+    from_: str = Field(alias="from", min_length=1)  # spec name | checkpoint path | mlflow run id | init
+    mode: Literal["linear", "finetune"]
+    bn: Literal["frozen", "train"] = "frozen"  # linear only: BatchNorm statistics frozen or updated
+
+
+class RuntimeSpec(Section):
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    deterministic: bool = False
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    threads: PositiveInt | None = None  # torch.set_num_threads; None leaves torch's default
+    runs_dir: str = "runs"  # run folders are <runs_dir>/<name>/seed-<k>/
+
+
+class TrackingSpec(Section):
+    uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    experiment: str = Field("auxcli", min_length=1)
+
+
+class Spec(Section):
+    name: str = Field(pattern=NAME_PATTERN)
+    seeds: list[NonNegativeInt] = Field(default=[0], min_length=1)
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    task: TaskSpec = TaskSpec()
+    augment: AugmentSpec = AugmentSpec()
+    train: TrainSpec = TrainSpec()
+    transfer: TransferSpec | None = None
+    runtime: RuntimeSpec = RuntimeSpec()
+    tracking: TrackingSpec = TrackingSpec()
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "Spec":
+        problems = cross_field_problems(self)
+        if problems:
+            raise CrossFieldErrors(problems)
+        return self
+
+    def to_plain(self) -> dict[str, Any]:
+        """The resolved spec as plain YAML-able data, with the contract's key names (`from`)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class CrossFieldErrors(Exception):
+    """Raised from the model validator; not a ValueError, so pydantic lets it through unwrapped."""
+
+    def __init__(self, problems: list[tuple[str, str, str | None]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {m}" for p, m, _ in problems))
+
+
+def valid_depth(backbone: str, depth: int) -> bool:
+    """CIFAR ResNet (He et al. 2016) and basic-block PyramidNet (Han et al. 2017): 3 stages of n blocks,
+    2 convs each, plus the stem conv and the classifier: depth = 6n + 2."""
+    return depth >= 8 and (depth - 2) % 6 == 0
+
+
+def cross_field_problems(spec: Spec) -> list[tuple[str, str, str | None]]:
+    """Rules that tie fields together, as (field path, what is wrong, what is allowed)."""
+    problems: list[tuple[str, str, str | None]] = []
+    add = lambda path, msg, allowed=None: problems.append((path, msg, allowed))  # noqa: E731
+
+    model, task, aug, train = spec.model, spec.task, spec.augment, spec.train
+    if model.backbone == "linear":
+        if "depth" in model.model_fields_set and model.depth is not None:
+            add("model.depth", "the linear backbone has no depth", "null, or a resnet/pyramidnet backbone")
+    elif model.depth is None:
+        add("model.depth", f"{model.backbone} needs a depth", "6n+2 with n >= 1 (8, 14, 20, ..., 110)")
+    elif not valid_depth(model.backbone, model.depth):
+        add("model.depth", f"{model.depth} is not a valid {model.backbone} depth",
+            "6n+2 with n >= 1 (8, 14, 20, ..., 110)")
+    if model.alpha is not None and model.backbone != "pyramidnet":
+        add("model.alpha", "alpha is the PyramidNet widening factor", "null unless model.backbone is pyramidnet")
+    if model.backbone == "pyramidnet" and model.alpha is None:
+        add("model.alpha", "pyramidnet needs its widening factor", "a positive number (270 in the study)")
+
+    aux = task.aux
+    needs = {"crop": "crop", "cutout": "cutout", "ricap": "ricap"}
+    if aux is not None and aux.kind in needs and getattr(aug, needs[aux.kind]) is None:
+        add(f"augment.{needs[aux.kind]}", f"the {aux.kind} auxiliary task needs the {aux.kind} augmentation",
+            f"an augment.{needs[aux.kind]} mapping, or another task.aux.kind")
+    if aux is not None and aux.kind in ("cutout", "ricap") and model.backbone == "linear":
+        add("task.aux.kind", "segmentation heads need a convolutional feature map",
+            "labelset or crop with the linear backbone")
+    if task.labels == "none" and aux is None:
+        add("task.labels", "labels: none trains the auxiliary task alone, but task.aux is missing",
+            "gt, superclass or random; or add task.aux")
+    if aux is not None and aux.kind == "labelset" and aux.labels == task.labels:
+        add("task.aux.labels", f"the auxiliary head would repeat the main head's label set ({aux.labels})",
+            "a label set other than task.labels")
+    if spec.data.dataset == "cifar10":
+        for path, value in (("task.labels", task.labels), ("task.aux.labels", getattr(aux, "labels", None))):
+            if value == "superclass":
+                add(path, "CIFAR-10 has no superclasses", "gt or random")
+    if aug.cutout is not None and aug.cutout.size > 32:
+        add("augment.cutout.size", f"{aug.cutout.size} is larger than the 32x32 image", "1..32")
+    if aug.crop is not None and aug.crop.padding > 16:
+        add("augment.crop.padding", f"{aug.crop.padding} pixels of padding on a 32x32 image", "0..16")
+
+    ms = train.milestones
+    if any(b <= a for a, b in zip(ms, ms[1:])):
+        add("train.milestones", f"{ms} is not strictly increasing", "increasing epochs below train.epochs")
+    if ms and ms[-1] >= train.epochs:
+        add("train.milestones", f"milestone {ms[-1]} is not below train.epochs ({train.epochs})",
+            "increasing epochs below train.epochs")
+    if len(set(spec.seeds)) != len(spec.seeds):
+        add("seeds", f"{spec.seeds} repeats a seed", "distinct non-negative integers")
+
+    if spec.transfer is not None:
+        if task.labels == "none":
+            add("task.labels", "a transfer trains a fresh head on a label set", "gt, superclass or random")
+        if spec.transfer.from_ == spec.name:
+            add("transfer.from", "a spec cannot transfer from itself", "another spec name, a path or a run id")
+        if spec.transfer.mode == "finetune" and "bn" in spec.transfer.model_fields_set:
+            add("transfer.bn", "bn selects the linear-probe protocol", "omit it with mode: finetune")
+        if model.backbone == "linear":
+            add("transfer", "the linear backbone has no feature extractor to transfer",
+                "null, or a resnet/pyramidnet backbone")
+    return problems
+
+
+def is_file_system_safe(name: str) -> bool:
+    return re.fullmatch(NAME_PATTERN, name) is not None

@@ -1,0 +1,316 @@
+"""Reading specs: YAML 1.2 with line numbers, `extends:` bases, `--set` overrides, readable errors.
+
+Config flows one way: YAML file(s) -> `extends` merge -> `--set` overrides -> validated, frozen `Spec`.
+Every problem is reported as `file:line:col field.path: what is wrong; allowed: ...`.
+
+- `extends: _base.yaml` (or a list of files, relative to the spec) deep-merges the bases first, then the
+  spec's own keys; mappings merge key by key, everything else (lists included) is replaced.
+- Files whose name starts with `_` are bases, not specs: directory expansion skips them.
+- `--set` takes DVC's `dvc exp run -S` syntax: `train.lr=0.05`, `+new.key=value`, `~key` (delete); the
+  value is parsed as YAML (`1e-4` is a float under YAML 1.2).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from auxcli.errors import Problem, SpecError
+from auxcli.spec import CrossFieldErrors, Spec
+
+Location = tuple[str, int | None, int | None]
+Path_ = tuple[Any, ...]
+
+
+def _yaml() -> YAML:
+    return YAML(typ="rt", pure=True)
+
+
+def spec_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand directories to the `*.yaml`/`*.yml` specs below them, sorted; bases (`_*.yaml`) skipped."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*.y*ml") if f.suffix in (".yaml", ".yml")
+                            and not f.name.startswith("_"))
+        else:
+            found.append(p)
+    return found
+
+
+def load_spec(path: str | Path, overrides: Sequence[str] = ()) -> Spec:
+    """Load, merge, override and validate one spec; raise `SpecError` listing every problem."""
+    data, locations = read_spec_data(path, overrides)
+    return validate_spec_data(data, locations, str(path))
+
+
+def read_spec_data(path: str | Path, overrides: Sequence[str] = ()) -> tuple[dict, dict[Path_, Location]]:
+    """The merged, overridden raw mapping and where each key of it was written."""
+    data, locations = _read_with_bases(Path(path), chain=())
+    for text in overrides:
+        _apply_override(data, locations, text, str(path))
+    return data, locations
+
+
+def validate_spec_data(data: dict, locations: dict[Path_, Location], source: str) -> Spec:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError([_problem_from_pydantic(err, data, locations, source) for err in exc.errors()]) from None
+    except CrossFieldErrors as exc:
+        raise SpecError([
+            _problem_at(tuple(path.split(".")), msg, allowed, locations, source)
+            for path, msg, allowed in exc.problems
+        ]) from None
+
+
+def dump_spec(spec: Spec) -> str:
+    """The resolved spec as YAML text, keys in model order (what `spec.resolved.yaml` holds)."""
+    out = io.StringIO()
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
+    yaml.dump(spec.to_plain(), out)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[Path_, Location]]:
+    source = str(path)
+    if path.resolve() in chain:
+        raise SpecError([Problem(source, None, None, "extends", "circular extends",
+                                 "a chain of base files without cycles")])
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([Problem(source, None, None, "", "no such spec file", "a path to a .yaml spec")]) from None
+    except OSError as exc:
+        raise SpecError([Problem(source, None, None, "", f"cannot read: {exc.strerror}", None)]) from None
+    try:
+        doc = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
+        raise SpecError([Problem(source, line, col, "", f"invalid YAML: {exc.problem or exc.context}",
+                                 "YAML 1.2 mapping")]) from None
+    if doc is None:
+        doc = CommentedMap()
+    if not isinstance(doc, dict):
+        raise SpecError([Problem(source, 1, 1, "", "the spec must be a mapping of sections",
+                                 "keys such as name, seeds, data, model, task, augment, train")])
+    locations: dict[Path_, Location] = {}
+    _record_locations(doc, (), source, locations)
+    own = _plain(doc)
+    bases = own.pop("extends", None)
+    if bases is None:
+        return own, locations
+    base_list = [bases] if isinstance(bases, str) else bases
+    if not isinstance(base_list, list) or not all(isinstance(b, str) for b in base_list):
+        line, col = locations.get(("extends",), (source, None, None))[1:]
+        raise SpecError([Problem(source, line, col, "extends", "extends must name base files",
+                                 "a relative path or a list of relative paths")])
+    merged: dict = {}
+    merged_locations: dict[Path_, Location] = {}
+    for base in base_list:
+        base_data, base_locations = _read_with_bases(path.parent / base, chain + (path.resolve(),))
+        merged = _deep_merge(merged, base_data)
+        merged_locations.update(base_locations)
+    merged = _deep_merge(merged, own)
+    merged_locations.update({k: v for k, v in locations.items() if k != ("extends",)})
+    return merged, merged_locations
+
+
+def _record_locations(node: Any, prefix: Path_, source: str, out: dict[Path_, Location]) -> None:
+    if isinstance(node, CommentedMap):
+        for key in node:
+            line, col = node.lc.key(key)
+            out[prefix + (key,)] = (source, line + 1, col + 1)
+            _record_locations(node[key], prefix + (key,), source, out)
+    elif isinstance(node, CommentedSeq):
+        for i, item in enumerate(node):
+            line, col = node.lc.item(i)
+            out[prefix + (i,)] = (source, line + 1, col + 1)
+            _record_locations(item, prefix + (i,), source, out)
+
+
+def _plain(node: Any) -> Any:
+    """ruamel's round-trip containers and scalars as plain dicts, lists, str, int, float, bool."""
+    if isinstance(node, dict):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_override(data: dict, locations: dict[Path_, Location], text: str, source: str) -> None:
+    where = f"{source} (--set {text})"
+    delete = text.startswith("~")
+    body = text[1:] if text[:1] in "~+" else text
+    key, sep, raw_value = body.partition("=")
+    if not key or (not sep and not delete) or (sep and delete):
+        raise SpecError([Problem(where, None, None, key, "malformed override",
+                                 "key.path=value, +key.path=value or ~key.path (dvc exp run -S syntax)")])
+    parts = tuple(key.split("."))
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            if delete:
+                return
+            node[part] = {}
+        node = node[part]
+    if delete:
+        node.pop(parts[-1], None)
+        return
+    try:
+        value = _plain(_yaml().load(raw_value)) if raw_value.strip() else None
+    except MarkedYAMLError as exc:
+        raise SpecError([Problem(where, None, None, key, f"the value is not valid YAML: {exc.problem}",
+                                 "a YAML scalar, list or mapping")]) from None
+    node[parts[-1]] = value
+    for old in [p for p in locations if p[: len(parts)] == parts]:
+        del locations[old]
+    locations[parts] = (where, None, None)
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+def _problem_at(path: Path_, message: str, allowed: str | None,
+                locations: dict[Path_, Location], source: str) -> Problem:
+    """Attach the location of the deepest written key on `path` (the key itself when it was written)."""
+    for depth in range(len(path), 0, -1):
+        if path[:depth] in locations:
+            src, line, col = locations[path[:depth]]
+            break
+    else:
+        src, line, col = source, None, None
+    dotted = ".".join(str(p) for p in path)
+    return Problem(src, line, col, dotted, message, allowed)
+
+
+def _public_path(loc: Sequence[Any], data: Any) -> Path_:
+    """Drop pydantic's internal location parts (union tags, validator names) by walking the raw data."""
+    kept: list[Any] = []
+    node = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(node, dict) and part in node:
+            kept.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            kept.append(part)
+            node = node[part]
+        elif last and isinstance(node, dict):
+            kept.append(part)  # a missing field: not in the data, but it is the field's name
+    return tuple(kept)
+
+
+_TYPE_ALLOWED = {
+    "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
+    "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
+    "bool_type": "true or false", "string_type": "a string", "list_type": "a list",
+    "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
+    "missing": "a value for this required field", "none_required": "null (only labelset aux tasks take labels)",
+}
+
+
+def _fields_of(path: Path_, data: dict) -> list[str] | None:
+    """Field names of the model found at `path` (used to list allowed keys for unknown ones)."""
+    model: Any = Spec
+    node: Any = data
+    for part in path:
+        if isinstance(part, int):
+            return None
+        field = getattr(model, "model_fields", {}).get(part) or next(
+            (f for f in getattr(model, "model_fields", {}).values() if f.alias == part), None)
+        if field is None:
+            return None
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _model_in(field.annotation, node)
+        if model is None:
+            return None
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any, node: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as `X | None` or the aux union (chosen by `kind`)."""
+    from typing import get_args
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    candidates = [a for a in _flatten_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    if len(candidates) == 1:
+        return candidates[0]
+    kind = node.get("kind") if isinstance(node, dict) else None
+    for c in candidates:
+        if kind in get_args(c.model_fields["kind"].annotation) if "kind" in c.model_fields else False:
+            return c
+    return None
+
+
+def _flatten_args(annotation: Any) -> list[Any]:
+    from typing import get_args
+
+    args = get_args(annotation)
+    if not args:
+        return [annotation]
+    out: list[Any] = []
+    for a in args:
+        out += _flatten_args(a)
+    return out
+
+
+def _problem_from_pydantic(err: dict, data: dict, locations: dict[Path_, Location], source: str) -> Problem:
+    path = _public_path(err["loc"], data)
+    kind, ctx = err["type"], err.get("ctx", {})
+    message = err["msg"]
+    allowed = _TYPE_ALLOWED.get(kind)
+    if kind == "literal_error":
+        allowed = ctx.get("expected")
+        message = f"{err.get('input')!r} is not one of the choices"
+    elif kind in ("union_tag_invalid", "union_tag_not_found"):
+        allowed = "kind: " + str(ctx.get("expected_tags", "labelset, crop, cutout, ricap"))
+        if kind == "union_tag_invalid":
+            path = path + ("kind",) if path[-1:] != ("kind",) else path
+            message = f"unknown kind {ctx.get('tag')!r}"
+    elif kind == "extra_forbidden":
+        fields = _fields_of(path[:-1], data)
+        message = f"unknown key {path[-1]!r}"
+        allowed = ", ".join(fields) if fields else None
+    elif kind == "string_pattern_mismatch" and path[-1:] == ("name",):
+        message = f"{err.get('input')!r} is not a file-system-safe name"
+        allowed = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
+    elif kind == "string_pattern_mismatch":
+        allowed = f"a string matching {ctx.get('pattern')}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}",
+                 "less_than": "< {lt}", "less_than_equal": "<= {le}"}[kind]
+        allowed = "a number " + bound.format(**{k: ctx.get(k) for k in ("gt", "ge", "lt", "le")})
+    elif kind in ("too_short", "too_long"):
+        allowed = f"a list of {ctx.get('min_length', 1)} or more items" if kind == "too_short" else None
+    return _problem_at(path, message, allowed, locations, source)
