@@ -11,8 +11,9 @@ pad-4 random crop and horizontal flip.
 
 from __future__ import annotations
 
+import itertools
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
@@ -47,6 +48,15 @@ class ModelSpec(Section):
     depth: PositiveInt | None = 110  # resnet: 6n+2; pyramidnet (basic blocks): 6n+2; linear: none
     alpha: PositiveFloat | None = None  # pyramidnet widening factor (270 in the study)
     base_width: PositiveInt = 16  # channels of the first stage (16 in both papers)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _linear_has_no_depth(cls, data: Any) -> Any:
+        # The depth default (110) belongs to the conv backbones; without this the resolved spec of a
+        # linear model would record depth 110. An explicit depth is still checked (and refused) below.
+        if isinstance(data, dict) and data.get("backbone") == "linear" and "depth" not in data:
+            data = {**data, "depth": None}
+        return data
 
 
 class LabelsetAux(Section):
@@ -84,7 +94,7 @@ class RicapAux(Section):
     weight: float = Field(1.0, ge=0)
 
 
-AuxSpec = Annotated[Union[LabelsetAux, CropAux, CutoutAux, RicapAux], Field(discriminator="kind")]
+AuxSpec = Annotated[LabelsetAux | CropAux | CutoutAux | RicapAux, Field(discriminator="kind")]
 AUX_KINDS: tuple[str, ...] = ("labelset", "crop", "cutout", "ricap")
 
 
@@ -159,7 +169,7 @@ class Spec(Section):
     tracking: TrackingSpec = TrackingSpec()
 
     @model_validator(mode="after")
-    def _cross_field_rules(self) -> "Spec":
+    def _cross_field_rules(self) -> Spec:
         problems = cross_field_problems(self)
         if problems:
             raise CrossFieldErrors(problems)
@@ -170,12 +180,19 @@ class Spec(Section):
         return self.model_dump(mode="json", by_alias=True)
 
 
+class CrossFieldProblem(NamedTuple):
+    path: str  # the dotted field to change
+    message: str
+    allowed: str | None = None
+    at: str | None = None  # the field that asked for `path`: where to point when `path` was not written
+
+
 class CrossFieldErrors(Exception):
     """Raised from the model validator; not a ValueError, so pydantic lets it through unwrapped."""
 
-    def __init__(self, problems: list[tuple[str, str, str | None]]):
+    def __init__(self, problems: list[CrossFieldProblem]):
         self.problems = problems
-        super().__init__("; ".join(f"{p}: {m}" for p, m, _ in problems))
+        super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
 
 
 def valid_depth(backbone: str, depth: int) -> bool:
@@ -184,30 +201,34 @@ def valid_depth(backbone: str, depth: int) -> bool:
     return depth >= 8 and (depth - 2) % 6 == 0
 
 
-def cross_field_problems(spec: Spec) -> list[tuple[str, str, str | None]]:
-    """Rules that tie fields together, as (field path, what is wrong, what is allowed)."""
-    problems: list[tuple[str, str, str | None]] = []
-    add = lambda path, msg, allowed=None: problems.append((path, msg, allowed))  # noqa: E731
+def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
+    """Rules that tie fields together, as (field path, what is wrong, what is allowed, field that asked)."""
+    problems: list[CrossFieldProblem] = []
+
+    def add(path: str, msg: str, allowed: str | None = None, at: str | None = None) -> None:
+        problems.append(CrossFieldProblem(path, msg, allowed, at))
 
     model, task, aug, train = spec.model, spec.task, spec.augment, spec.train
     if model.backbone == "linear":
         if "depth" in model.model_fields_set and model.depth is not None:
             add("model.depth", "the linear backbone has no depth", "null, or a resnet/pyramidnet backbone")
     elif model.depth is None:
-        add("model.depth", f"{model.backbone} needs a depth", "6n+2 with n >= 1 (8, 14, 20, ..., 110)")
+        add("model.depth", f"{model.backbone} needs a depth", "6n+2 with n >= 1 (8, 14, 20, ..., 110)",
+            at="model.backbone")
     elif not valid_depth(model.backbone, model.depth):
         add("model.depth", f"{model.depth} is not a valid {model.backbone} depth",
             "6n+2 with n >= 1 (8, 14, 20, ..., 110)")
     if model.alpha is not None and model.backbone != "pyramidnet":
         add("model.alpha", "alpha is the PyramidNet widening factor", "null unless model.backbone is pyramidnet")
     if model.backbone == "pyramidnet" and model.alpha is None:
-        add("model.alpha", "pyramidnet needs its widening factor", "a positive number (270 in the study)")
+        add("model.alpha", "pyramidnet needs its widening factor", "a positive number (270 in the study)",
+            at="model.backbone")
 
     aux = task.aux
     needs = {"crop": "crop", "cutout": "cutout", "ricap": "ricap"}
     if aux is not None and aux.kind in needs and getattr(aug, needs[aux.kind]) is None:
         add(f"augment.{needs[aux.kind]}", f"the {aux.kind} auxiliary task needs the {aux.kind} augmentation",
-            f"an augment.{needs[aux.kind]} mapping, or another task.aux.kind")
+            f"an augment.{needs[aux.kind]} mapping, or another task.aux.kind", at="task.aux.kind")
     if aux is not None and aux.kind in ("cutout", "ricap") and model.backbone == "linear":
         add("task.aux.kind", "segmentation heads need a convolutional feature map",
             "labelset or crop with the linear backbone")
@@ -220,24 +241,28 @@ def cross_field_problems(spec: Spec) -> list[tuple[str, str, str | None]]:
     if spec.data.dataset == "cifar10":
         for path, value in (("task.labels", task.labels), ("task.aux.labels", getattr(aux, "labels", None))):
             if value == "superclass":
-                add(path, "CIFAR-10 has no superclasses", "gt or random")
+                add(path, "CIFAR-10 has no superclasses", "gt or random", at="data.dataset")
     if aug.cutout is not None and aug.cutout.size > 32:
         add("augment.cutout.size", f"{aug.cutout.size} is larger than the 32x32 image", "1..32")
     if aug.crop is not None and aug.crop.padding > 16:
         add("augment.crop.padding", f"{aug.crop.padding} pixels of padding on a 32x32 image", "0..16")
 
     ms = train.milestones
-    if any(b <= a for a, b in zip(ms, ms[1:])):
+    if any(b <= a for a, b in itertools.pairwise(ms)):
         add("train.milestones", f"{ms} is not strictly increasing", "increasing epochs below train.epochs")
+    if train.nesterov and train.momentum == 0:
+        add("train.nesterov", "Nesterov momentum needs a momentum", "nesterov: false, or train.momentum > 0",
+            at="train.momentum")
     if ms and ms[-1] >= train.epochs:
         add("train.milestones", f"milestone {ms[-1]} is not below train.epochs ({train.epochs})",
-            "increasing epochs below train.epochs")
+            "increasing epochs below train.epochs", at="train.epochs")
     if len(set(spec.seeds)) != len(spec.seeds):
         add("seeds", f"{spec.seeds} repeats a seed", "distinct non-negative integers")
 
     if spec.transfer is not None:
         if task.labels == "none":
-            add("task.labels", "a transfer trains a fresh head on a label set", "gt, superclass or random")
+            add("task.labels", "a transfer trains a fresh head on a label set", "gt, superclass or random",
+                at="transfer")
         if spec.transfer.from_ == spec.name:
             add("transfer.from", "a spec cannot transfer from itself", "another spec name, a path or a run id")
         if spec.transfer.mode == "finetune" and "bn" in spec.transfer.model_fields_set:

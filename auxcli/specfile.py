@@ -66,8 +66,9 @@ def validate_spec_data(data: dict, locations: dict[Path_, Location], source: str
         raise SpecError([_problem_from_pydantic(err, data, locations, source) for err in exc.errors()]) from None
     except CrossFieldErrors as exc:
         raise SpecError([
-            _problem_at(tuple(path.split(".")), msg, allowed, locations, source)
-            for path, msg, allowed in exc.problems
+            _problem_at(tuple(p.path.split(".")), p.message, p.allowed, locations, source,
+                        at=tuple(p.at.split(".")) if p.at else None)
+            for p in exc.problems
         ]) from None
 
 
@@ -85,9 +86,6 @@ def dump_spec(spec: Spec) -> str:
 
 def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[Path_, Location]]:
     source = str(path)
-    if path.resolve() in chain:
-        raise SpecError([Problem(source, None, None, "extends", "circular extends",
-                                 "a chain of base files without cycles")])
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -99,14 +97,19 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[Pa
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        raise SpecError([Problem(source, line, col, "", f"invalid YAML: {exc.problem or exc.context}",
-                                 "YAML 1.2 mapping")]) from None
+        message = f"invalid YAML: {exc.problem or exc.context}"
+        if exc.problem and exc.context and exc.context_mark:
+            start = exc.context_mark
+            message += f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
+        raise SpecError([Problem(source, line, col, "", message, "YAML 1.2 mapping")]) from None
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, dict):
         raise SpecError([Problem(source, 1, 1, "", "the spec must be a mapping of sections",
                                  "keys such as name, seeds, data, model, task, augment, train")])
-    locations: dict[Path_, Location] = {}
+    # Missing keys point at the spec's first key (line 1 of an empty file).
+    start = (doc.lc.line + 1, doc.lc.col + 1) if doc.lc.line is not None else (1, 1)
+    locations: dict[Path_, Location] = {(): (source, *start)}
     _record_locations(doc, (), source, locations)
     own = _plain(doc)
     bases = own.pop("extends", None)
@@ -119,12 +122,22 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[Pa
                                  "a relative path or a list of relative paths")])
     merged: dict = {}
     merged_locations: dict[Path_, Location] = {}
-    for base in base_list:
-        base_data, base_locations = _read_with_bases(path.parent / base, chain + (path.resolve(),))
+    chain = chain + (path.resolve(),)
+    for i, base in enumerate(base_list):
+        base_path = path.parent / base
+        line, col = locations.get(("extends", i), locations[("extends",)])[1:]
+        if base_path.resolve() in chain:
+            cycle = " -> ".join(p.name for p in chain[chain.index(base_path.resolve()):] + (base_path,))
+            raise SpecError([Problem(source, line, col, "extends", f"circular extends: {cycle}",
+                                     "a chain of base files without cycles")])
+        if not base_path.is_file():
+            raise SpecError([Problem(source, line, col, "extends", f"no such base file {str(base)!r}",
+                                     f"a path relative to the folder of {path.name} ({path.parent})")])
+        base_data, base_locations = _read_with_bases(base_path, chain)
         merged = _deep_merge(merged, base_data)
         merged_locations.update(base_locations)
     merged = _deep_merge(merged, own)
-    merged_locations.update({k: v for k, v in locations.items() if k != ("extends",)})
+    merged_locations.update({k: v for k, v in locations.items() if k[:1] != ("extends",)})
     return merged, merged_locations
 
 
@@ -184,6 +197,9 @@ def _apply_override(data: dict, locations: dict[Path_, Location], text: str, sou
                 return
             node[part] = {}
         node = node[part]
+    for old in [p for p in locations if p[: len(parts)] == parts]:
+        del locations[old]
+    locations[parts] = (where, None, None)
     if delete:
         node.pop(parts[-1], None)
         return
@@ -193,22 +209,16 @@ def _apply_override(data: dict, locations: dict[Path_, Location], text: str, sou
         raise SpecError([Problem(where, None, None, key, f"the value is not valid YAML: {exc.problem}",
                                  "a YAML scalar, list or mapping")]) from None
     node[parts[-1]] = value
-    for old in [p for p in locations if p[: len(parts)] == parts]:
-        del locations[old]
-    locations[parts] = (where, None, None)
 
 
 # ---------------------------------------------------------------------------------------------- errors
 
 def _problem_at(path: Path_, message: str, allowed: str | None,
-                locations: dict[Path_, Location], source: str) -> Problem:
-    """Attach the location of the deepest written key on `path` (the key itself when it was written)."""
-    for depth in range(len(path), 0, -1):
-        if path[:depth] in locations:
-            src, line, col = locations[path[:depth]]
-            break
-    else:
-        src, line, col = source, None, None
+                locations: dict[Path_, Location], source: str, at: Path_ | None = None) -> Problem:
+    """Attach the location of `path` when it was written, else of `at` (the field that asked for it), else
+    of the deepest written key on `path`, else of the spec's first key."""
+    candidates = [path] + ([at] if at else []) + [path[:d] for d in range(len(path) - 1, -1, -1)]
+    src, line, col = next((locations[c] for c in candidates if c in locations), (source, None, None))
     dotted = ".".join(str(p) for p in path)
     return Problem(src, line, col, dotted, message, allowed)
 
@@ -219,10 +229,8 @@ def _public_path(loc: Sequence[Any], data: Any) -> Path_:
     node = data
     for i, part in enumerate(loc):
         last = i == len(loc) - 1
-        if isinstance(node, dict) and part in node:
-            kept.append(part)
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and part < len(node)):
             kept.append(part)
             node = node[part]
         elif last and isinstance(node, dict):
@@ -295,9 +303,10 @@ def _problem_from_pydantic(err: dict, data: dict, locations: dict[Path_, Locatio
         message = f"{err.get('input')!r} is not one of the choices"
     elif kind in ("union_tag_invalid", "union_tag_not_found"):
         allowed = "kind: " + str(ctx.get("expected_tags", "labelset, crop, cutout, ricap"))
-        if kind == "union_tag_invalid":
-            path = path + ("kind",) if path[-1:] != ("kind",) else path
-            message = f"unknown kind {ctx.get('tag')!r}"
+        path = path + ("kind",) if path[-1:] != ("kind",) else path
+        message = f"unknown kind {ctx.get('tag')!r}" if kind == "union_tag_invalid" else "missing kind"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = f"expected a mapping, got {type(err.get('input')).__name__} {err.get('input')!r}"
     elif kind == "extra_forbidden":
         fields = _fields_of(path[:-1], data)
         message = f"unknown key {path[-1]!r}"
