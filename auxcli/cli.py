@@ -8,8 +8,9 @@ commands, which keeps `auxcli validate` and `--help` fast.
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
@@ -18,7 +19,7 @@ from auxcli.errors import AuxcliError, SpecError
 
 
 class _Group(TyperGroup):
-    def invoke(self, ctx):  # noqa: ANN001 - click's signature
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except AuxcliError as exc:
@@ -32,7 +33,7 @@ data_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Create and check 
 app.add_typer(data_app, name="data")
 
 SetOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", "-S", help="Override a spec field, e.g. train.lr=0.05 (dvc exp run -S syntax)."),
 ]
 SpecPaths = Annotated[list[Path], typer.Argument(help="Spec files or directories of specs.")]
@@ -59,7 +60,7 @@ def validate(paths: SpecPaths, set_: SetOption = None) -> None:
 
 
 @app.command()
-def schema(out: Annotated[Optional[Path], typer.Option(help="Write here instead of stdout.")] = None) -> None:
+def schema(out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None) -> None:
     """Print the spec's JSON Schema (draft-07), for editor completion."""
     from auxcli.schema import spec_json_schema
 
@@ -69,6 +70,211 @@ def schema(out: Annotated[Optional[Path], typer.Option(help="Write here instead 
     else:
         out.write_text(text)
         typer.echo(f"wrote {out}")
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+@app.command()
+def plan(paths: SpecPaths, set_: SetOption = None) -> None:
+    """Print the run order (transfers after their sources) and each seed's status: done, partial, todo."""
+    from auxcli.plan import plan_table, run_status
+    from auxcli.specfile import load_spec, spec_files
+
+    files = spec_files(paths)
+    if not files:
+        raise SpecError([_no_specs(paths)])
+    specs, problems = [], []
+    for file in files:
+        try:
+            specs.append(load_spec(file, set_ or ()))
+        except SpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise SpecError(problems)
+    typer.echo(plan_table(specs, sources=[str(f) for f in files]))
+    statuses = [run_status(spec, seed) for spec in specs for seed in spec.seeds]
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "partial", "todo"))
+    typer.echo(f"{len(specs)} specs, {len(statuses)} runs: {counts}")
+
+
+@app.command()
+def run(
+    paths: SpecPaths,
+    set_: SetOption = None,
+    seed: Annotated[int | None, typer.Option(help="Run only this seed (default: the spec's seeds).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from last.pt (also automatic when it exists).")] = False,
+    force: Annotated[bool, typer.Option(help="Retrain runs that already finished.")] = False,
+    params: Annotated[Path | None, typer.Option(
+        help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+) -> None:
+    """Train every seed of each spec; several specs run in dependency order (transfers after sources)."""
+    from auxcli.plan import plan_order
+    from auxcli.specfile import load_spec, params_overrides, spec_files
+    from auxcli.train.runner import run_spec
+
+    files = spec_files(paths)
+    if not files:
+        raise SpecError([_no_specs(paths)])
+    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    specs = plan_order([load_spec(f, overrides) for f in files])
+    for spec in specs:
+        run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+@app.command()
+def models(
+    backbone: Annotated[str | None, typer.Option(help="Only this backbone (resnet, pyramidnet, linear).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Depth 6n+2 (8, 14, 20, ..., 110).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="PyramidNet widening factor (270 in the study).")] = None,
+    classes: Annotated[int, typer.Option(min=1, help="Classes of the classifier head.")] = 100,
+) -> None:
+    """List backbones: parameters (with a CLASSES-way head), feature width, forward GFLOPs per image."""
+    from tabulate import tabulate
+
+    from auxcli.models.registry import describe_backbones
+
+    rows = describe_backbones(backbone=backbone, depth=depth, alpha=alpha, classes=classes)
+    typer.echo(tabulate(rows, headers="keys", intfmt=",", floatfmt=("", "", "g", "", "", ".4f"), missingval="-"))
+    typer.echo("gflops: forward FLOPs of one 32x32 image / 1e9 (convs and FC layers, multiply-add = 2 FLOPs)")
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+@data_app.command("synth")
+def data_synth(
+    root: Annotated[Path, typer.Option(help="Folder to write cifar-100-python/ into.")],
+    images_per_class: Annotated[int, typer.Option(min=1, help="Training images per class.")] = 20,
+    test_images_per_class: Annotated[int, typer.Option(min=1, help="Test images per class.")] = 5,
+    seed: Annotated[int, typer.Option(min=0, help="Fixes every pixel; same seed, same files.")] = 0,
+) -> None:
+    """Write a deterministic synthetic CIFAR-100-format archive (100 classes in 20 superclasses)."""
+    from auxcli.data.synthetic import CLASS_NAMES, SUPERCLASS_NAMES, synthesize_cifar100
+
+    folder = synthesize_cifar100(root, train_per_class=images_per_class, test_per_class=test_images_per_class,
+                                 seed=seed)
+    typer.echo(f"{folder.resolve()}: {images_per_class * len(CLASS_NAMES)} train and "
+               f"{test_images_per_class * len(CLASS_NAMES)} test images, {len(CLASS_NAMES)} classes in "
+               f"{len(SUPERCLASS_NAMES)} superclasses (seed {seed})")
+
+
+@data_app.command("verify")
+def data_verify(
+    root: Annotated[Path, typer.Option(help="Folder that holds cifar-100-python/.")],
+    dataset: Annotated[str, typer.Option(help="auto | cifar100 (official md5s) | synthetic (manifest md5s).")]
+    = "auto",
+) -> None:
+    """Check every archive file's md5 and print counts and label-set sizes (exit code 2 on a failure)."""
+    from auxcli.data.verify import format_report, verify_data
+    from auxcli.errors import DataError
+
+    report = verify_data(root, dataset)
+    typer.echo(format_report(report))
+    if not report.ok:
+        raise DataError(report.failure())
+
+# ---------------------------------------------------------------------------------------------- report, ui
+
+class ReportFormat(str, Enum):
+    text = "text"
+    github = "github"
+    latex = "latex"
+    csv = "csv"
+    json = "json"
+
+
+TrackingUriOption = Annotated[str | None, typer.Option(
+    "--tracking-uri", help="MLflow store (default: the specs' tracking.uri, MLFLOW_TRACKING_URI, "
+    "else sqlite:///./mlflow.db).")]
+
+
+@app.command()
+def report(
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Only these specs (files or folders); their file stems pick the study rows.")] = None,
+    tracking_uri: TrackingUriOption = None,
+    experiment: Annotated[str | None, typer.Option(
+        help="MLflow experiment (default: the specs' tracking.experiment, else auxcli).")] = None,
+    fmt: Annotated[ReportFormat, typer.Option("--format", "-f", help="Output format.")] = ReportFormat.text,
+    out: Annotated[Path | None, typer.Option(
+        help="Write report.<ext> (and the plots) into this folder instead of printing.")] = None,
+    plots: Annotated[bool, typer.Option(
+        "--plots", help="Also draw PNGs (Figures 2-3, test accuracy per epoch per table).")] = False,
+    set_: SetOption = None,
+) -> None:
+    """The study's Tables 1-5 from the MLflow store: ours (mean ± sample std over seeds, n) beside the paper.
+
+    Only FINISHED runs count, the latest per (spec, seed); the others are counted in the footer. \
+A row without runs shows `-` and the `auxcli run` command that fills it; specs outside the study get \
+one generic row each. Text and latex show %, csv and json fractions.
+
+    --plots writes PNGs to --out (default reports/) and logs them, with report.json, to a new MLflow run \
+named `auxcli-report` tagged `auxcli.report=true` in the same experiment; reports leave such runs out.
+    """
+    from auxcli.report import make_report
+
+    result = make_report(paths=paths or (), overrides=set_ or (), tracking_uri=tracking_uri,
+                         experiment=experiment, fmt=fmt.value, out=out, plots=plots)
+    if out is None:
+        typer.echo(result.text, nl=False)
+    for path in result.written:
+        typer.echo(f"wrote {path}", err=True)
+    if result.report_run_id:
+        typer.echo(f"logged the figures to MLflow run {result.report_run_id} (auxcli-report)", err=True)
+
+
+@app.command()
+def ui(
+    tracking_uri: TrackingUriOption = None,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5000,
+    host: Annotated[str, typer.Option(
+        help="Interface to bind; 127.0.0.1 keeps the UI local to this machine.")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI (`mlflow server`) on the runs' store; Ctrl-C stops it."""
+    from auxcli.tracking import resolve_tracking_uri
+    from auxcli.ui import serve_ui
+
+    uri = resolve_tracking_uri(tracking_uri)
+    serve_ui(uri, host, port, on_ready=lambda url: typer.echo(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)"))
+    typer.echo("stopped")
+
+
+@app.command()
+def bench(
+    spec_path: Annotated[Path, typer.Argument(help="The spec to measure.")],
+    set_: SetOption = None,
+    steps: Annotated[int, typer.Option(help="Train steps per model-only measurement.")] = 20,
+    epochs: Annotated[int, typer.Option(help="Steady-state epochs of the real run.")] = 2,
+) -> None:
+    """Model-only train-step images/s vs a real `auxcli run`, and the cost of the auxiliary head."""
+    from tabulate import tabulate
+
+    from auxcli.bench import benchmark
+    from auxcli.specfile import load_spec
+
+    rows = benchmark(load_spec(spec_path, set_ or ()), steps=steps, epochs=epochs)
+    typer.echo(tabulate([(r.name, f"{r.images_per_second:,.0f}", r.note) for r in rows],
+                        headers=["measurement", "images/s", "note"]))
+
+
+@app.command()
+def pipeline(
+    paths: SpecPaths,
+    out: Annotated[Path, typer.Option(help="Where to write the DVC pipeline.")] = Path("dvc.yaml"),
+    params: Annotated[str, typer.Option(help="The params file every stage reads.")] = "params.yaml",
+) -> None:
+    """Write a dvc.yaml with one stage per spec (transfers depend on their sources' final.pt)."""
+    from auxcli.pipeline import dvc_yaml
+    from auxcli.specfile import load_spec, spec_files
+
+    files = spec_files(paths)
+    if not files:
+        raise SpecError([_no_specs(paths)])
+    out.write_text(dvc_yaml([(f, load_spec(f)) for f in files], params_file=params))
+    if not Path(params).exists():
+        Path(params).write_text("{}\n")
+    typer.echo(f"wrote {out} ({len(files)} stages)")
 
 
 def _no_specs(paths: list[Path]):

@@ -323,3 +323,31 @@ def _problem_from_pydantic(err: dict, data: dict, locations: dict[Path_, Locatio
     elif kind in ("too_short", "too_long"):
         allowed = f"a list of {ctx.get('min_length', 1)} or more items" if kind == "too_short" else None
     return _problem_at(path, message, allowed, locations, source)
+
+
+def params_overrides(path: str | Path) -> list[str]:
+    """A params file (a YAML mapping, e.g. DVC's params.yaml) as `--set` overrides, leaf by leaf."""
+    import json
+
+    source = str(path)
+    try:
+        doc = _plain(_yaml().load(Path(path).read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise SpecError([Problem(source, None, None, "", "no such params file", "a YAML mapping file")]) from None
+    except MarkedYAMLError as exc:
+        raise SpecError([Problem(source, None, None, "", f"invalid YAML: {exc.problem}", "a YAML mapping")]) from None
+    if doc is None:
+        return []
+    if not isinstance(doc, dict):
+        raise SpecError([Problem(source, 1, 1, "", "a params file must be a mapping", "keys of the spec")])
+
+    def leaves(node: dict, prefix: str) -> list[str]:
+        out: list[str] = []
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                out += leaves(value, f"{prefix}{key}.")
+            else:
+                out.append(f"{prefix}{key}={json.dumps(value)}")
+        return out
+
+    return leaves(doc, "")

@@ -18,8 +18,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from auxcli.augment.crop import NUM_CROP_BLOCKS, CropLabel, crop_block
+from auxcli.augment.ricap import NUM_RICAP_SOURCES
 from auxcli.augment.targets import Targets
-from auxcli.models.heads import ClassifierHead
+from auxcli.models.heads import ClassifierHead, SegmentationHead
 from auxcli.spec import Spec
 
 
@@ -82,6 +84,86 @@ class ClassificationTask:
         return {"acc": sums["correct"] / max(sums["count"], 1.0)}
 
 
+@dataclass
+class CropTask:
+    """Random crop + classification (paper.md): which of the 3x3 blocks of the crop-offset grid the crop
+    came from, a 9-way classification on the pooled features. After RICAP the label mixes like the class
+    label: the four sources' blocks, weighted by area."""
+
+    weight: float
+    padding: int
+    crop_label: CropLabel = "sampled"
+    name: str = "aux"
+    label_set: str | None = None
+    eval_augmented: bool = True
+
+    def labels(self, targets: Targets) -> torch.Tensor:
+        return crop_block(targets.maps["crop_offset"], targets.maps.get("flipped"),
+                          padding=self.padding, mode=self.crop_label)
+
+    def build_head(self, feature_width: int) -> nn.Module:
+        return ClassifierHead(feature_width, NUM_CROP_BLOCKS)
+
+    def loss(self, output: torch.Tensor, targets: Targets) -> torch.Tensor:
+        return mixed_cross_entropy(output, self.labels(targets), targets.mix_weights)
+
+    def batch_metrics(self, output: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
+        labels = self.labels(targets)
+        return {"correct": mixed_correct(output, labels, targets.mix_weights).float(),
+                "count": torch.tensor(float(labels.shape[0]), device=output.device)}
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        return {"acc": sums["correct"] / max(sums["count"], 1.0)}
+
+
+@dataclass
+class SegmentationTask:
+    """Per-pixel classification of an augmentation's map: Cutout's zeroed pixels (2 classes: kept, cut)
+    or RICAP's source images (4 classes), as in paper.md ("Cutout + segmentation", "RICAP +
+    segmentation"). Softmax cross-entropy over `num_classes` logits per pixel, also for Cutout's binary
+    case, so both tasks share one loss and their mIoU averages the same way.
+
+    Metrics are sums over the epoch: correct pixels, pixels, and per class the intersection and union of
+    prediction and target; `summarize` gives pixel accuracy and the mean IoU over the classes that occur
+    (in the target or the prediction)."""
+
+    map_key: str
+    num_classes: int
+    weight: float
+    name: str = "aux"
+    label_set: str | None = None
+    eval_augmented: bool = True
+
+    def build_head(self, feature_width: int) -> nn.Module:
+        return SegmentationHead(feature_width, self.num_classes)
+
+    def target(self, targets: Targets) -> torch.Tensor:
+        return targets.maps[self.map_key].long()
+
+    def loss(self, output: torch.Tensor, targets: Targets) -> torch.Tensor:
+        return F.cross_entropy(output.float(), self.target(targets))
+
+    def batch_metrics(self, output: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
+        target = self.target(targets)
+        predicted = output.argmax(1)
+        classes = torch.arange(self.num_classes, device=output.device)
+        is_pred = predicted[..., None] == classes  # (N, H, W, K)
+        is_true = target[..., None] == classes
+        inter = (is_pred & is_true).flatten(0, -2).sum(0).float()
+        union = (is_pred | is_true).flatten(0, -2).sum(0).float()
+        sums = {"correct": (predicted == target).sum().float(),
+                "pixels": torch.tensor(float(target.numel()), device=output.device)}
+        for k in range(self.num_classes):
+            sums[f"inter_{k}"], sums[f"union_{k}"] = inter[k], union[k]
+        return sums
+
+    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
+        ious = [sums[f"inter_{k}"] / sums[f"union_{k}"]
+                for k in range(self.num_classes) if sums[f"union_{k}"] > 0]
+        return {"acc": sums["correct"] / max(sums["pixels"], 1.0),
+                "miou": sum(ious) / len(ious) if ious else 0.0}
+
+
 NUM_CLASSES = {"gt": None, "superclass": 20, "random": None}  # gt/random: the data set's class count
 
 AuxFactory = Callable[[Spec, int], Task]  # (spec, number of ground-truth classes) -> task
@@ -104,6 +186,22 @@ def label_set_classes(label_set: str, num_gt_classes: int) -> int:
 def _labelset_task(spec: Spec, num_gt_classes: int) -> Task:
     aux = spec.task.aux
     return ClassificationTask("aux", aux.labels, label_set_classes(aux.labels, num_gt_classes), aux.weight)
+
+
+@register_aux_task("crop")
+def _crop_task(spec: Spec, num_gt_classes: int) -> Task:
+    aux = spec.task.aux
+    return CropTask(aux.weight, spec.augment.crop.padding, aux.crop_label)
+
+
+@register_aux_task("cutout")
+def _cutout_task(spec: Spec, num_gt_classes: int) -> Task:
+    return SegmentationTask("cutout_mask", 2, spec.task.aux.weight)
+
+
+@register_aux_task("ricap")
+def _ricap_task(spec: Spec, num_gt_classes: int) -> Task:
+    return SegmentationTask("ricap_sources", NUM_RICAP_SOURCES, spec.task.aux.weight)
 
 
 def build_tasks(spec: Spec, num_gt_classes: int) -> list[Task]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -17,4 +18,36 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 def workdir(tmp_path, monkeypatch):
     """Run the test from an empty folder: run folders and the embedded MLflow store land there."""
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield tmp_path
+    # mlflow.set_tracking_uri() in a test also exports MLFLOW_TRACKING_URI: undo it for the next test.
+    if "mlflow" in sys.modules:
+        sys.modules["mlflow"].set_tracking_uri(None)
+
+
+TINY_SPEC = """\
+name: {name}
+seeds: [0]
+data:
+  dataset: synthetic
+  root: {data_root}
+  synthetic: {{train_per_class: 4, test_per_class: 2}}
+model: {{backbone: resnet, depth: 8, base_width: 4}}
+train: {{epochs: 2, batch_size: 64, milestones: [1], eval_batch_size: 200}}
+runtime: {{threads: 1}}
+"""
+
+
+@pytest.fixture
+def tiny_spec(workdir):
+    """Write a tiny spec (depth-8 ResNet, 4 channels, 400 generated images, 2 epochs) and return its path.
+
+    Extra YAML text is appended as-is, and `extra` keys override: tiny_spec("x", "task: {labels: random}")."""
+    data_root = (workdir / "data").as_posix()
+
+    def make(name: str = "tiny", extra: str = "") -> os.PathLike[str]:
+        path = workdir / f"{name}.yaml"
+        path.write_text(TINY_SPEC.format(name=name, data_root=data_root) + extra)
+        return path
+
+    return make

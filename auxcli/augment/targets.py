@@ -16,16 +16,20 @@ class Targets:
     `maps` holds what augmentations record for auxiliary tasks and later transforms:
     "crop_offset" (N, 2) int64 (dy, dx) in 0..2*padding, "flipped" (N,) bool,
     "cutout_mask" (N, H, W) bool, "ricap_sources" (N, H, W) int64 in 0..3.
+    RICAP (augment/ricap.py) re-patches the pixel maps with their pixels and turns per-image maps into
+    one entry per source, like the labels: "crop_offset" (N, 4, 2), "flipped" (N, 4).
     """
 
     classes: dict[str, torch.Tensor]
     mix_weights: torch.Tensor | None = None
     maps: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def with_maps(self, **maps: torch.Tensor) -> "Targets":
+    def with_maps(self, **maps: torch.Tensor) -> Targets:
         return replace(self, maps={**self.maps, **maps})
 
-    def to(self, device: torch.device | str) -> "Targets":
-        move = lambda d: {k: v.to(device, non_blocking=True) for k, v in d.items()}  # noqa: E731
+    def to(self, device: torch.device | str) -> Targets:
+        def move(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
+
         weights = None if self.mix_weights is None else self.mix_weights.to(device)
         return Targets(move(self.classes), weights, move(self.maps))

@@ -1,0 +1,62 @@
+"""The training and evaluation transforms, composed from the spec's `augment` section.
+
+Order (paper.md; official Cutout train.py; official RICAP): to float -> random crop -> horizontal flip ->
+normalise -> Cutout -> RICAP. Cutout zeroes pixels after normalisation, as the official Cutout code;
+RICAP patches images that were each cropped and flipped already, as the study describes.
+
+Every transform runs on the device of its input and draws only from the given generator, which must live
+on that device: the training loop creates `torch.Generator(device=images.device)` and seeds it, and
+evaluates the augmented auxiliary tasks on test images with a freshly seeded one, so they see the same
+augmentations every epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from auxcli.augment.crop import random_crop
+from auxcli.augment.cutout import cutout
+from auxcli.augment.flip import random_flip
+from auxcli.augment.normalize import normalize
+from auxcli.augment.ricap import ricap
+from auxcli.augment.targets import Targets
+from auxcli.spec import AugmentSpec
+
+TrainAugment = Callable[[torch.Tensor, Targets, torch.Generator], tuple[torch.Tensor, Targets]]
+EvalTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+def build_train_augment(augment: AugmentSpec, mean: torch.Tensor, std: torch.Tensor) -> TrainAugment:
+    """The training transform: uint8 images (N, 3, H, W) on the device, their targets and a generator
+    on the same device -> float32 normalised images and the targets the augmentations recorded.
+    `mean` and `std` (3,) are the training set's per-channel statistics in 0..1 units."""
+
+    def train_augment(
+        images: torch.Tensor, targets: Targets, generator: torch.Generator
+    ) -> tuple[torch.Tensor, Targets]:
+        images = images.float()
+        if augment.crop is not None:
+            images, targets = random_crop(images, targets, generator, padding=augment.crop.padding)
+        if augment.flip:
+            images, targets = random_flip(images, targets, generator)
+        images = normalize(images, mean, std)
+        if augment.cutout is not None:
+            images, targets = cutout(images, targets, generator, size=augment.cutout.size)
+        if augment.ricap is not None:
+            images, targets = ricap(images, targets, generator, beta=augment.ricap.beta,
+                                    keep_off_edges=augment.ricap.keep_off_edges)
+        return images, targets
+
+    return train_augment
+
+
+def build_eval_transform(mean: torch.Tensor, std: torch.Tensor) -> EvalTransform:
+    """The clean test transform (the study's, and torchvision's ToTensor + Normalize): uint8 images
+    (N, 3, H, W) -> float32 normalised images, no augmentation."""
+
+    def eval_transform(images: torch.Tensor) -> torch.Tensor:
+        return normalize(images.float(), mean, std)
+
+    return eval_transform

@@ -1,0 +1,73 @@
+"""The run folder `runs/<name>/seed-<k>/`: fixed paths, each file rewritten whole, so DVC can track them.
+
+`spec.resolved.yaml` (what ran), `history.csv` (one row per epoch), `last.pt` (resume state, after every
+epoch), `final.pt` (weights for transfer) and `metrics.json` (final and best numbers). `metrics.json`
+is written last: its presence means the run finished.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from auxcli.errors import OutputError
+from auxcli.spec import Spec
+from auxcli.train.checkpoint import atomic_write_text
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @classmethod
+    def of(cls, spec: Spec, seed: int) -> RunFolder:
+        return cls(Path(spec.runtime.runs_dir) / spec.name / f"seed-{seed}")
+
+    spec = property(lambda self: self.root / "spec.resolved.yaml")
+    history = property(lambda self: self.root / "history.csv")
+    metrics = property(lambda self: self.root / "metrics.json")
+    last = property(lambda self: self.root / "last.pt")
+    final = property(lambda self: self.root / "final.pt")
+
+    def is_finished(self) -> bool:
+        return self.metrics.exists()
+
+    def prepare(self) -> None:
+        """Create the folder and prove it is writable before any training starts."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as exc:
+            raise OutputError(f"{self.root}: the run folder cannot be written ({exc.strerror}). "
+                              "Choose another runtime.runs_dir or fix the folder's permissions.") from None
+
+    def clear(self) -> None:
+        """Forget an earlier run (for --force): every output goes, the folder stays."""
+        for path in (self.metrics, self.final, self.last, self.history, self.spec):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.root / "artifacts", ignore_errors=True)
+
+    def write_spec(self, text: str) -> None:
+        atomic_write_text(self.spec, text)
+
+    def write_history(self, history: list[dict[str, float]]) -> None:
+        columns: list[str] = []
+        for row in history:
+            columns += [key for key in row if key not in columns]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(history)
+        atomic_write_text(self.history, out.getvalue())
+
+    def write_metrics(self, metrics: dict) -> None:
+        atomic_write_text(self.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+    def read_metrics(self) -> dict:
+        return json.loads(self.metrics.read_text())

@@ -1,0 +1,87 @@
+"""Progress display: a rich bar on a terminal, one plain line per epoch elsewhere (CI, DVC, torchrun)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Protocol
+
+import torch
+
+
+class Progress(Protocol):
+    def start_epoch(self, epoch: int, epochs: int, images: int) -> None: ...
+
+    def batch(self, images: int, loss: torch.Tensor) -> None: ...
+
+    def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _summary(metrics: dict[str, float]) -> str:
+    parts = []
+    for key in ("train_loss", "train_acc", "test_acc", "train_aux_acc", "test_aux_acc"):
+        if key in metrics:
+            value = metrics[key]
+            parts.append(f"{key} {value:.4f}" if key.endswith("loss") else f"{key} {100 * value:.2f}%")
+    parts.append(f"{metrics['images_per_second']:.0f} img/s")
+    parts.append(f"{metrics['epoch_seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+class PlainProgress:
+    def __init__(self, label: str):
+        self.label = label
+
+    def start_epoch(self, epoch: int, epochs: int, images: int) -> None:
+        pass
+
+    def batch(self, images: int, loss: torch.Tensor) -> None:
+        pass
+
+    def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        print(f"{self.label} epoch {epoch}/{epochs}  {_summary(metrics)}", flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class RichProgress:
+    """Epoch and batch bars with the running loss; reads the loss every few batches only."""
+
+    def __init__(self, label: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.label = label
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)
+        self.bar.start()
+        self.epochs_task = None
+        self.batch_task = None
+        self.batches = 0
+
+    def start_epoch(self, epoch: int, epochs: int, images: int) -> None:
+        if self.epochs_task is None:
+            self.epochs_task = self.bar.add_task(f"{self.label} epochs", total=epochs, completed=epoch - 1,
+                                                 info="")
+        if self.batch_task is not None:
+            self.bar.remove_task(self.batch_task)
+        self.batch_task = self.bar.add_task(f"epoch {epoch}", total=images, info="")
+
+    def batch(self, images: int, loss: torch.Tensor) -> None:
+        self.batches += 1
+        info = f"loss {float(loss):.3f}" if self.batches % 10 == 1 else None
+        if info:
+            self.bar.update(self.batch_task, advance=images, info=info)
+        else:
+            self.bar.update(self.batch_task, advance=images)
+
+    def end_epoch(self, epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+        self.bar.update(self.epochs_task, completed=epoch, info=_summary(metrics))
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+def make_progress(label: str) -> Progress:
+    return RichProgress(label) if sys.stdout.isatty() else PlainProgress(label)

@@ -1,0 +1,258 @@
+"""`auxcli run` for one spec and seed: set up, train with resume, write the run folder, track in MLflow.
+
+The loop itself (`loop.py`) is task-agnostic; this module wires the spec to it: data on the device,
+tasks and their heads, optimizer and schedule (the study's recipe), transfer, checkpoints, MLflow.
+Randomness is derived from (seed, epoch), so a run resumed from `last.pt` continues exactly as an
+uninterrupted one would (bit-identical on CPU with `runtime.deterministic: true`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from auxcli.augment.targets import Targets
+from auxcli.augment.pipeline import build_eval_transform, build_train_augment
+from auxcli.data.batches import epoch_permutation, epoch_seed
+from auxcli.data.labelsets import labels_for, num_classes
+from auxcli.data.load import load_data
+from auxcli.data.stats import channel_stats
+from auxcli.data.types import ImageData, Split
+from auxcli.errors import AuxcliError, CheckpointError, TrainingDiverged
+from auxcli.gitinfo import git_state
+from auxcli.models.network import Network
+from auxcli.models.registry import create_backbone
+from auxcli.spec import Spec
+from auxcli.specfile import dump_spec
+from auxcli.tasks import Task, build_tasks
+from auxcli.tracking import RunTracker, flatten
+from auxcli.train.checkpoint import (
+    FINAL_FORMAT,
+    LAST_FORMAT,
+    load_checkpoint,
+    restore_rng_state,
+    rng_state,
+    save_checkpoint,
+)
+from auxcli.train.loop import SplitTensors, evaluate, train_epoch
+from auxcli.train.metrics import split_metrics, summary_metrics
+from auxcli.train.outputs import RunFolder
+from auxcli.train.progress import make_progress
+from auxcli.train.runtime import Runtime, resolve_runtime
+from auxcli.train.transfer import apply_transfer
+
+EVAL_AUGMENT_SEED = 20_240_615  # fixed: test-time augmentation for aux metrics is the same every epoch
+
+
+class Interrupted(AuxcliError):
+    """Ctrl-C or SIGTERM: the run is marked KILLED; the last complete epoch stays in last.pt."""
+
+    def __init__(self, signum: int):
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"Interrupted by {name}; the last finished epoch is saved in last.pt: "
+                         "re-run the same command to resume.")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    name: str
+    seed: int
+    status: str  # finished | complete (finished before; not retrained)
+    folder: RunFolder
+    metrics: dict[str, Any]  # the summary metrics of metrics.json
+    run_id: str | None
+
+
+def spec_sha256(spec: Spec) -> str:
+    return hashlib.sha256(dump_spec(spec).encode()).hexdigest()
+
+
+def run_spec(spec: Spec, *, seeds: list[int] | None = None, resume: bool = False,
+             force: bool = False) -> list[RunOutcome]:
+    return [run_seed(spec, seed, resume=resume, force=force) for seed in (seeds or spec.seeds)]
+
+
+def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False) -> RunOutcome:
+    folder = RunFolder.of(spec, seed)
+    label = f"{spec.name}-s{seed}"
+    if folder.is_finished() and not force:
+        print(f"{label}: complete ({folder.metrics}); use --force to retrain.", flush=True)
+        recorded = folder.read_metrics()
+        return RunOutcome(spec.name, seed, "complete", folder, recorded, recorded.get("mlflow_run_id"))
+    folder.prepare()
+    if force:
+        folder.clear()
+    checkpoint = _load_resumable(folder, spec)
+    if resume and checkpoint is None:
+        print(f"{label}: no last.pt to resume from; starting from epoch 1.", flush=True)
+
+    torch.manual_seed(seed)
+    runtime = resolve_runtime(spec.runtime)
+    data = load_data(spec.data)
+    tasks = build_tasks(spec, num_classes(data, "gt"))
+    mean, std = channel_stats(data.train.images)
+    model = build_network(spec, tasks)
+    setup = apply_transfer(spec, seed, model)
+    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else
+                     torch.preserve_format)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=spec.train.lr,
+                                momentum=spec.train.momentum, nesterov=spec.train.nesterov,
+                                weight_decay=spec.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.train.milestones, spec.train.gamma)
+
+    history: list[dict[str, float]] = []
+    start_epoch = 1
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        restore_rng_state(checkpoint["rng"])
+        history = list(checkpoint["history"])
+        start_epoch = checkpoint["epoch"] + 1
+        print(f"{label}: resuming after epoch {checkpoint['epoch']}.", flush=True)
+
+    tracker = RunTracker(spec.tracking.uri, spec.tracking.experiment)
+    if checkpoint is None or not tracker.resume(checkpoint["mlflow_run_id"]):
+        tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(seed), "auxcli.spec_sha256": spec_sha256(spec),
+                **git_state().as_tags(), **(setup.tags if setup else {})}
+        tracker.start(label, tags, flatten(spec.to_plain()))
+    folder.write_spec(dump_spec(spec))
+
+    train_split = _on_device(data, data.train, "train", tasks, spec, runtime)
+    test_split = _on_device(data, data.test, "test", tasks, spec, runtime)
+    augment = build_train_augment(spec.augment, mean.to(runtime.device), std.to(runtime.device))
+    normalize_only = build_eval_transform(mean.to(runtime.device), std.to(runtime.device))
+
+    def clean(images: torch.Tensor, targets: Targets, generator: None) -> tuple[torch.Tensor, Targets]:
+        return normalize_only(images), targets
+
+    forward = torch.compile(model) if spec.runtime.compile else model
+    set_train_mode = setup.set_train_mode if setup else (lambda m: m.train())
+
+    progress = make_progress(label)
+    status = "FAILED"
+    try:
+        with _signals_raise():
+            for epoch in range(start_epoch, spec.train.epochs + 1):
+                row = _one_epoch(epoch, spec, seed, forward, model, tasks, optimizer, train_split, test_split,
+                                 augment, clean, runtime, progress, set_train_mode)
+                scheduler.step()
+                history.append(row)
+                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+                folder.write_history(history)
+                save_checkpoint(folder.last, {
+                    "format": LAST_FORMAT, "epoch": epoch, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(), "history": history, "mlflow_run_id": tracker.run_id,
+                    "spec_sha256": spec_sha256(spec)})
+            summary = summary_metrics(history)
+            _finish(folder, spec, seed, model, tracker, summary)
+        status = "FINISHED"
+    except Interrupted:
+        status = "KILLED"
+        raise
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        progress.close()
+        tracker.end(status)
+    return RunOutcome(spec.name, seed, "finished", folder, summary, tracker.run_id)
+
+
+def build_network(spec: Spec, tasks: list[Task]) -> Network:
+    """The spec's backbone with one fresh head per task (the study's Figure 1)."""
+    backbone = create_backbone(spec.model)
+    return Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
+
+
+def _one_epoch(epoch, spec, seed, forward, model, tasks, optimizer, train_split, test_split, augment, clean,
+               runtime: Runtime, progress, set_train_mode) -> dict[str, float]:
+    started = time.perf_counter()
+    lr = optimizer.param_groups[0]["lr"]
+    order = epoch_permutation(len(train_split), seed=seed, epoch=epoch)
+    generator = torch.Generator(device=runtime.device).manual_seed(epoch_seed(seed, epoch, stream=1))
+    progress.start_epoch(epoch, spec.train.epochs, len(train_split))
+    set_train_mode(model)
+    train_sums = train_epoch(forward, tasks, optimizer, train_split, order, batch_size=spec.train.batch_size,
+                             augment=augment, generator=generator, runtime=runtime, on_batch=progress.batch)
+    train_seconds = time.perf_counter() - started
+    if not math.isfinite(train_sums["loss"]):
+        raise TrainingDiverged(f"{spec.name}-s{seed}: the training loss became {train_sums['loss']} in epoch "
+                               f"{epoch}; the run is marked FAILED and last.pt still holds epoch {epoch - 1}. "
+                               "Lower train.lr or check the data.")
+    model.eval()
+    eval_started = time.perf_counter()
+    row: dict[str, float] = {"epoch": epoch, **split_metrics("train", tasks, train_sums)}
+    clean_tasks = [t for t in tasks if not t.eval_augmented]
+    augmented_tasks = [t for t in tasks if t.eval_augmented]
+    batch = spec.train.eval_batch_size
+    if clean_tasks:
+        sums = evaluate(forward, clean_tasks, test_split, batch_size=batch, transform=clean, generator=None,
+                        runtime=runtime)
+        row.update(split_metrics("test", clean_tasks, sums))
+    if augmented_tasks:
+        fixed = torch.Generator(device=runtime.device).manual_seed(EVAL_AUGMENT_SEED)
+        sums = evaluate(forward, augmented_tasks, test_split, batch_size=batch, transform=augment,
+                        generator=fixed, runtime=runtime)
+        row.update(split_metrics("test", augmented_tasks, sums))
+    finished = time.perf_counter()
+    row.update(lr=lr, epoch_seconds=finished - started, eval_seconds=finished - eval_started,
+               images_per_second=len(train_split) / max(train_seconds, 1e-9))
+    progress.end_epoch(epoch, spec.train.epochs, row)
+    return row
+
+
+def _finish(folder: RunFolder, spec: Spec, seed: int, model: Network, tracker: RunTracker,
+            summary: dict[str, float]) -> None:
+    save_checkpoint(folder.final, {
+        "format": FINAL_FORMAT, "spec": spec.to_plain(), "seed": seed,
+        "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
+        "heads": {name: {k: v.detach().cpu() for k, v in head.state_dict().items()}
+                  for name, head in model.heads.items()},
+        "mlflow_run_id": tracker.run_id})
+    tracker.log_metrics(summary, step=spec.train.epochs)
+    folder.write_metrics({**summary, "mlflow_run_id": tracker.run_id, "spec_name": spec.name, "seed": seed})
+    tracker.log_artifacts([folder.spec, folder.history, folder.metrics])
+    tracker.log_artifacts([folder.final], subdir="model")
+
+
+def _load_resumable(folder: RunFolder, spec: Spec) -> dict[str, Any] | None:
+    if not folder.last.exists():
+        return None
+    checkpoint = load_checkpoint(folder.last, LAST_FORMAT)
+    if checkpoint.get("spec_sha256") != spec_sha256(spec):
+        raise CheckpointError(f"{folder.last} was written by a different version of spec '{spec.name}'; "
+                              "resuming would mix two experiments. Re-run with --force to start over.")
+    return checkpoint
+
+
+def _on_device(data: ImageData, split: Split, split_name: str, tasks: list[Task], spec: Spec,
+               runtime: Runtime) -> SplitTensors:
+    classes = {t.name: labels_for(split, t.label_set, random_label_seed=spec.data.random_label_seed,
+                                  split_name=split_name, num_classes=num_classes(data, t.label_set)
+                                  ).to(runtime.device)
+               for t in tasks if t.label_set is not None}
+    return SplitTensors(split.images.to(runtime.device), classes)
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM raises `Interrupted` (like Ctrl-C raises KeyboardInterrupt) so cleanup runs."""
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
