@@ -1,0 +1,98 @@
+"""`auxcli report`: the study's tables from the MLflow store, our numbers beside the paper's.
+
+collect (MLflow -> records) -> aggregate (pure: finished runs by spec, mean and sample std over seeds)
+-> tables (the study's rows and columns, generic rows) -> render (text, github, latex, csv, json)
+-> plots (optional PNGs, also logged to an `auxcli-report` run tagged `auxcli.report=true`, which every
+later report leaves out).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from auxcli.errors import SpecError, TrackingError
+
+DEFAULT_PLOTS_DIR = "reports"
+
+
+@dataclass
+class ReportOutput:
+    text: str  # the rendering
+    written: list[Path] = field(default_factory=list)  # files under --out / the plots folder
+    report_run_id: str | None = None  # the auxcli-report run holding the figures
+
+
+def make_report(*, paths: Sequence[Path] = (), overrides: Sequence[str] = (), tracking_uri: str | None = None,
+                experiment: str | None = None, fmt: str = "text", out: Path | None = None,
+                plots: bool = False) -> ReportOutput:
+    """Read the store, build and render the report; write it under `out` and the plots (if asked) under
+    `out` or `reports/`. Raises `TrackingError` for a missing/unreachable store, an unknown experiment or
+    one without runs, `SpecError` for bad specs."""
+    from auxcli.report.aggregate import aggregate
+    from auxcli.report.collect import Store, display_uri
+    from auxcli.report.render import EXTENSIONS, render
+    from auxcli.report.tables import build_report
+    from auxcli.tracking import resolve_tracking_uri
+
+    refs, spec_uri, spec_experiment = (_spec_refs(paths, overrides, tracking_uri is None, experiment is None)
+                                       if paths else (None, None, None))
+    uri = resolve_tracking_uri(tracking_uri or spec_uri)
+    experiment = experiment or spec_experiment or "auxcli"
+    store = Store(uri, experiment)
+    records = store.runs()
+    if not any(not r.is_report for r in records):
+        raise TrackingError(f"experiment {experiment!r} in the MLflow store {display_uri(uri)} has no runs yet; "
+                            "record some with `auxcli run SPEC`.")
+    agg = aggregate(records, only={r.name for r in refs} if refs is not None else None)
+    report = build_report(agg, specs=refs, footer={"tracking_uri": display_uri(uri), "experiment": experiment})
+    result = ReportOutput(render(report, fmt))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"report.{EXTENSIONS[fmt]}"
+        path.write_text(result.text, encoding="utf-8")
+        result.written.append(path)
+    if plots:
+        from auxcli.report.plots import report_figures, save_png
+
+        folder = out if out is not None else Path(DEFAULT_PLOTS_DIR)
+        pngs = [save_png(fig, folder / name) for name, fig in report_figures(report, store.histories)]
+        result.written += pngs
+        with tempfile.TemporaryDirectory() as tmp:
+            snapshot = Path(tmp) / "report.json"
+            snapshot.write_text(render(report, "json"), encoding="utf-8")
+            result.report_run_id = store.log_report(pngs + [snapshot])
+    return result
+
+
+def _spec_refs(paths: Sequence[Path], overrides: Sequence[str], need_uri: bool, need_experiment: bool):
+    """The named specs as `SpecRef`s, and the store and experiment they record to (which must agree
+    unless --tracking-uri / --experiment decide)."""
+    from auxcli.errors import Problem
+    from auxcli.report.tables import SpecRef
+    from auxcli.specfile import load_spec, spec_files
+    from auxcli.tracking import flatten
+
+    files = spec_files(paths)
+    if not files:
+        raise SpecError([Problem(", ".join(map(str, paths)), None, None, "", "no spec files found",
+                                 "*.yaml files or folders")])
+    specs, problems = [], []
+    for file in files:
+        try:
+            specs.append((file, load_spec(file, overrides)))
+        except SpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise SpecError(problems)
+    uris = {s.tracking.uri for _, s in specs}
+    experiments = {s.tracking.experiment for _, s in specs}
+    if (need_uri and len(uris) > 1) or (need_experiment and len(experiments) > 1):
+        raise TrackingError(
+            "the specs record to different stores or experiments "
+            f"(tracking.uri: {sorted(map(str, uris))}, tracking.experiment: {sorted(experiments)}); "
+            "report them separately or pass --tracking-uri and --experiment.")
+    refs = [SpecRef(s.name, str(f), {k: str(v) for k, v in flatten(s.to_plain()).items()}) for f, s in specs]
+    return refs, uris.pop(), experiments.pop()

@@ -1,0 +1,162 @@
+"""The report's only access to MLflow: runs of one experiment as plain records, metric histories, and the
+`auxcli-report` run that holds the report's figures.
+
+It reads the contract written by `auxcli.tracking` (tags `auxcli.*`, params as dotted spec keys, summary
+metrics `final_*`), so the report works from the store alone, never from run folders.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from auxcli.errors import TrackingError
+
+REPORT_TAG = "auxcli.report"
+REPORT_RUN_NAME = "auxcli-report"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run, reduced to what the report reads."""
+
+    run_id: str
+    run_name: str
+    status: str  # FINISHED, RUNNING, FAILED, KILLED, SCHEDULED
+    spec_name: str | None  # tag auxcli.spec_name
+    seed: int | None  # tag auxcli.seed
+    start_time: int = 0  # ms since the epoch; orders reruns of one (spec, seed)
+    metrics: dict[str, float] = field(default_factory=dict)  # latest values, finite only
+    params: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # auxcli.* tags
+
+    @property
+    def is_report(self) -> bool:
+        return self.tags.get(REPORT_TAG, "").lower() == "true"
+
+
+class Store:
+    """An MLflow store and one experiment in it; every failure is a `TrackingError`."""
+
+    def __init__(self, uri: str, experiment: str):
+        _check_exists(uri)
+        # Fail fast on an unreachable server instead of retrying for minutes (as auxcli.tracking does).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        from mlflow.tracking import MlflowClient
+
+        self.uri, self.experiment = uri, experiment
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self._call("open", self.client.get_experiment_by_name, experiment)
+        if found is None:
+            names = sorted(e.name for e in self._call("list experiments", self.client.search_experiments))
+            raise TrackingError(
+                f"experiment {experiment!r} not found in the MLflow store {display_uri(uri)}; "
+                f"experiments there: {', '.join(names) or 'none'}. Pass --experiment NAME "
+                "(specs record to tracking.experiment, default 'auxcli')."
+            )
+        self.experiment_id = found.experiment_id
+
+    def runs(self) -> list[RunRecord]:
+        """Every active run of the experiment, report runs included (they carry `is_report`)."""
+        from mlflow.entities import ViewType
+
+        records: list[RunRecord] = []
+        token = None
+        while True:
+            page = self._call("search runs", self.client.search_runs, [self.experiment_id],
+                              run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+            records += [_record(run) for run in page]
+            token = page.token
+            if not token:
+                return records
+
+    def histories(self, run_ids: list[str], metric: str) -> dict[str, list[tuple[int, float]]]:
+        """Per-epoch (step, value) pairs of one metric for each run, sorted by step."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        for run_id in run_ids:
+            points = self._call("read metric history", self.client.get_metric_history, run_id, metric)
+            out[run_id] = sorted((p.step, p.value) for p in points if math.isfinite(p.value))
+        return out
+
+    def log_report(self, files: list[Path]) -> str:
+        """A fresh run `auxcli-report` (tag auxcli.report=true, left out of every aggregate) holding
+        the figures (`figures/`) and renderings (`report/`); returns its id."""
+        run = self._call("create the report run", self.client.create_run, self.experiment_id,
+                         run_name=REPORT_RUN_NAME, tags={REPORT_TAG: "true"})
+        run_id = run.info.run_id
+        status = "FAILED"
+        try:
+            for path in files:
+                subdir = "figures" if path.suffix == ".png" else "report"
+                self._call("log an artifact", self.client.log_artifact, run_id, str(path), subdir)
+            status = "FINISHED"
+        finally:
+            self.client.set_terminated(run_id, status=status)
+        return run_id
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except TrackingError:
+            raise
+        except Exception as exc:
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise TrackingError(
+                f"MLflow tracking store {display_uri(self.uri)} cannot be used ({what}: "
+                f"{type(exc).__name__}: {first}). Check --tracking-uri, tracking.uri in the spec or "
+                "MLFLOW_TRACKING_URI; leave them unset for the embedded store in ./mlflow.db."
+            ) from None
+
+
+def _record(run) -> RunRecord:  # run: mlflow.entities.Run
+    tags = run.data.tags
+    seed = tags.get("auxcli.seed")
+    return RunRecord(
+        run_id=run.info.run_id,
+        run_name=run.info.run_name or tags.get("mlflow.runName", ""),
+        status=run.info.status,
+        spec_name=tags.get("auxcli.spec_name"),
+        seed=int(seed) if seed is not None and seed.lstrip("-").isdigit() else None,
+        start_time=run.info.start_time or 0,
+        metrics={k: float(v) for k, v in run.data.metrics.items() if math.isfinite(v)},
+        params=dict(run.data.params),
+        tags={k: v for k, v in tags.items() if k.startswith("auxcli.")},
+    )
+
+
+def _local_path(uri: str) -> Path | None:
+    """The file or folder behind a sqlite/file/plain-path store URI (None for servers and databases)."""
+    if uri.startswith("sqlite:"):
+        rest = uri[len("sqlite:"):].split("?")[0]
+        if not rest.startswith("///"):
+            return None  # in-memory or unusual forms: let MLflow judge
+        return Path(rest[3:])  # sqlite:////abs -> /abs, sqlite:///rel -> rel (SQLAlchemy's convention)
+    parts = urlsplit(uri)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    if not parts.scheme or len(parts.scheme) == 1:  # plain path, or a Windows drive letter
+        return Path(uri)
+    return None
+
+
+def _check_exists(uri: str) -> None:
+    """A local store that does not exist yet is empty: say so rather than create one."""
+    path = _local_path(uri)
+    if path is not None and not path.exists():
+        raise TrackingError(
+            f"no MLflow store at {path}: nothing has been recorded there yet. Run `auxcli run SPEC` first, "
+            "or point --tracking-uri (or MLFLOW_TRACKING_URI) at the store the runs were recorded in."
+        )
+
+
+def display_uri(uri: str) -> str:
+    """The URI without a password, for messages and reports."""
+    parts = urlsplit(uri)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
+    return uri

@@ -1,0 +1,156 @@
+"""`auxcli ui`: the MLflow UI over the store the runs were recorded in.
+
+Starts `mlflow server` (mlflow 3.x: uvicorn, one worker is plenty for one user) as a child process on
+the same resolved store as `auxcli run` (auxcli.tracking.resolve_tracking_uri), bound to 127.0.0.1 by
+default; MLflow's own host check then admits only localhost and private addresses. For the embedded store
+the artifact root is `<cwd>/mlartifacts`, where `auxcli run` puts artifacts. The server runs in its own
+process group so that stopping it also stops any worker it forked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from auxcli.errors import TrackingError
+
+READY_TIMEOUT_S = 120.0
+_LOGS: dict[int, IO[bytes]] = {}  # pid -> the server's output, read when it fails
+
+
+def server_command(uri: str, host: str, port: int, artifacts: Path | None) -> list[str]:
+    """The `mlflow server` command line (see `mlflow server --help`)."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+           "--host", host, "--port", str(port), "--workers", "1"]
+    if artifacts is not None:
+        cmd += ["--default-artifact-root", artifacts.as_uri(), "--artifacts-destination", artifacts.as_uri()]
+    return cmd
+
+
+def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, *,
+             timeout_s: float = READY_TIMEOUT_S) -> tuple[subprocess.Popen, str]:
+    """Start the server and wait until it answers `/health`; returns the process and its address.
+
+    Raises `TrackingError` when the store is missing, the port is taken or the server does not come up.
+    """
+    from auxcli.report.collect import _check_exists  # a missing local store: say so, don't create one
+    from auxcli.tracking import DEFAULT_ARTIFACTS, resolve_tracking_uri
+
+    if uri.startswith(("http://", "https://")):
+        raise TrackingError(f"{uri} is already a tracking server: open it in a browser instead.")
+    _check_exists(uri)
+    embedded = uri == resolve_tracking_uri(None) and not os.environ.get("MLFLOW_TRACKING_URI")
+    artifacts = Path.cwd().resolve() / DEFAULT_ARTIFACTS if embedded else None
+    if not _port_free(host, port):
+        raise TrackingError(f"port {port} on {host} is in use; pick another with --port.")
+    # No telemetry; no job runner (it serves GenAI jobs, spawns more processes and slows the start).
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    # A file, not a pipe: a long-lived server would block once a pipe nobody reads is full.
+    log = tempfile.NamedTemporaryFile(prefix="auxcli-ui-", suffix=".log")
+    proc = subprocess.Popen(server_command(uri, host, port, artifacts), stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    _LOGS[proc.pid] = log
+    url = f"http://{_url_host(host)}:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = " | ".join(_log_text(proc).strip().splitlines()[-5:])
+                raise TrackingError(f"mlflow server exited with code {proc.returncode}: {tail or 'no output'}")
+            if _healthy(url):
+                return proc, url
+            time.sleep(0.25)  # polling interval while the server boots
+        raise TrackingError(f"mlflow server did not answer at {url} within {timeout_s:.0f} s.")
+    except BaseException:  # interrupted or failed while booting: leave no server behind
+        stop_ui(proc)
+        raise
+
+
+def serve_ui(uri: str, host: str, port: int, on_ready: Callable[[str], object]) -> int:
+    """Start the server, call `on_ready(url)`, wait until Ctrl-C (SIGINT) or SIGTERM, stop it cleanly.
+
+    Returns the server's exit code. The SIGTERM handler is in place before the server starts, so no
+    signal can leave an orphaned server behind.
+    """
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    proc = None
+    try:
+        proc, url = start_ui(uri, host, port)
+        on_ready(url)
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc is not None:
+            stop_ui(proc)
+        signal.signal(signal.SIGTERM, previous)
+    return proc.returncode if proc is not None else 0
+
+
+def stop_ui(proc: subprocess.Popen, timeout_s: float = 15.0) -> int:
+    """SIGTERM the server's process group, SIGKILL it if it lingers; returns the exit code."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(timeout_s)
+    log = _LOGS.pop(proc.pid, None)
+    if log is not None:
+        log.close()
+    return proc.returncode
+
+
+def _log_text(proc: subprocess.Popen) -> str:
+    log = _LOGS.get(proc.pid)
+    if log is None:
+        return ""
+    log.flush()
+    with open(log.name, encoding="utf-8", errors="replace") as fh:
+        return fh.read()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the group this module created with start_new_session
+    except ProcessLookupError:
+        pass
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no user
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
