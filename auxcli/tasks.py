@@ -78,7 +78,7 @@ class ClassificationTask:
     def batch_metrics(self, output: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
         labels = targets.classes[self.name]
         return {"correct": mixed_correct(output, labels, targets.mix_weights).float(),
-                "count": torch.tensor(float(labels.shape[0]))}
+                "count": torch.tensor(float(labels.shape[0]), device=output.device)}
 
     def summarize(self, sums: dict[str, float]) -> dict[str, float]:
         return {"acc": sums["correct"] / max(sums["count"], 1.0)}

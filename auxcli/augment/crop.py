@@ -23,10 +23,11 @@ def random_crop(
 ) -> tuple[torch.Tensor, Targets]:
     """Zero-pad every image by `padding` and crop it back at an offset drawn per image.
 
-    Matches torchvision's `RandomCrop(32, padding=4)` applied before normalisation: the padding is
-    black (0 in raw 0..255 pixels) and the offset (dy, dx) is uniform over 0..2*padding on each axis.
-    The whole batch is cropped by one gather. Records `maps["crop_offset"]` (N, 2)
-    int64 (dy, dx): the top-left corner of the crop window in padded coordinates.
+    Matches torchvision's `RandomCrop(32, padding=4)` applied before normalisation: on raw 0..255 pixels
+    (uint8 or float; only pixels move, so the dtype is kept) the padding is black (0), and the offset
+    (dy, dx) is uniform over 0..2*padding on each axis. The whole batch is cropped by one gather.
+    Records `maps["crop_offset"]` (N, 2) int64 (dy, dx): the crop window's top-left corner in padded
+    coordinates.
     """
     n, channels, height, width = images.shape
     device = images.device

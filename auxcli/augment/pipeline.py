@@ -1,8 +1,10 @@
 """The training and evaluation transforms, composed from the spec's `augment` section.
 
-Order (paper.md; official Cutout train.py; official RICAP): to float -> random crop -> horizontal flip ->
-normalise -> Cutout -> RICAP. Cutout zeroes pixels after normalisation, as the official Cutout code;
-RICAP patches images that were each cropped and flipped already, as the study describes.
+Order (paper.md; official Cutout train.py; official RICAP): random crop -> horizontal flip -> normalise
+(to float32) -> Cutout -> RICAP. Crop and flip only move pixels, so they run on the uint8 images (a quarter
+of the memory traffic) with results identical to cropping floats. Cutout zeroes pixels after
+normalisation, as the official Cutout code; RICAP patches images that were each cropped and flipped
+already, as the study describes.
 
 Every transform runs on the device of its input and draws only from the given generator, which must live
 on that device: the training loop creates `torch.Generator(device=images.device)` and seeds it, and
@@ -36,7 +38,6 @@ def build_train_augment(augment: AugmentSpec, mean: torch.Tensor, std: torch.Ten
     def train_augment(
         images: torch.Tensor, targets: Targets, generator: torch.Generator
     ) -> tuple[torch.Tensor, Targets]:
-        images = images.float()
         if augment.crop is not None:
             images, targets = random_crop(images, targets, generator, padding=augment.crop.padding)
         if augment.flip:
@@ -57,6 +58,6 @@ def build_eval_transform(mean: torch.Tensor, std: torch.Tensor) -> EvalTransform
     (N, 3, H, W) -> float32 normalised images, no augmentation."""
 
     def eval_transform(images: torch.Tensor) -> torch.Tensor:
-        return normalize(images.float(), mean, std)
+        return normalize(images, mean, std)
 
     return eval_transform

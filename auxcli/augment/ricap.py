@@ -3,7 +3,8 @@
 Facts from the official implementation (jackryo/ricap, trainers.py, `TrainerRICAP.ricap`), re-expressed
 here as one batched gather:
 - one boundary point per *batch*: w = round(W * Beta(beta, beta)), h = round(H * Beta(beta, beta)),
-  drawn once per call (`np.random.beta` is called twice per batch, not per sample);
+  drawn once per call (`np.random.beta` is called twice per batch, not per sample; `np.round` and
+  `torch.round` both round half to even);
 - the four patches have sizes (w, h), (W - w, h), (w, H - h), (W - w, H - h);
 - patch k takes its images from the batch through its own random permutation (`torch.randperm`), and is
   cropped from them at one random position per patch (x_k uniform over 0..W - w_k, y_k over 0..H - h_k),
@@ -63,7 +64,8 @@ def sample_beta(
     a: float, b: float, shape: tuple[int, ...], *, generator: torch.Generator, device: torch.device | str
 ) -> torch.Tensor:
     """Beta(a, b) variates (float32) drawn only from `generator`, as X / (X + Y) with X ~ Gamma(a),
-    Y ~ Gamma(b) computed in log space (exact in [0, 1], no NaN for tiny a, b)."""
+    Y ~ Gamma(b), computed in log space so the result stays in [0, 1] without NaN even for tiny a, b
+    (where most of the mass lies within float32 rounding of 0 and 1)."""
     device = torch.device(device)
     log_x = _log_standard_gamma(a, shape, generator, device)
     log_y = _log_standard_gamma(b, shape, generator, device)
@@ -116,17 +118,17 @@ def ricap(
     sources = below[:, None].long() * 2 + right[None, :].long()  # (H, W) in 0..3
     src_row = rows[:, None] - torch.where(below, h, 0)[:, None] + crop_y[sources]  # (H, W)
     src_col = cols[None, :] - torch.where(right, w, 0)[None, :] + crop_x[sources]
-    src_img = perms.index_select(1, sources.flatten()).view(n, height, width)  # (N, H, W)
-    src_pixel = (src_img * height + src_row) * width + src_col  # flat (image, row, col) of each pixel
+    src_pixel = src_row * width + src_col  # (H, W): position inside the source image
+    src_img = perms.gather(1, sources.view(1, -1).expand(n, -1)).view(n, height, width)  # (N, H, W)
 
-    # One flat gather for all pixels and channels (faster on CPU than 4-tensor advanced indexing).
-    chans = torch.arange(channels, device=device)[None, :, None, None]
-    patched = torch.take(images, (src_img[:, None] * channels + chans) * (height * width)
-                         + (src_row * width + src_col))
+    # A flat gather per channel (on CPU several times faster than 4-tensor advanced indexing).
+    plane = height * width
+    src_flat = src_img * (channels * plane) + src_pixel
+    patched = torch.stack([torch.take(images, src_flat + c * plane) for c in range(channels)], dim=1)
 
     def mix(value: torch.Tensor) -> torch.Tensor:
         if value.dim() == 3 and value.shape[1:] == (height, width):
-            return torch.take(value, src_pixel)  # a pixel map follows its pixels
+            return torch.take(value, src_img * plane + src_pixel)  # a pixel map follows its pixels
         return value[perms]  # a per-image value: one per source
 
     weights = (patch_w * patch_h).float() / (height * width)

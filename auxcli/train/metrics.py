@@ -1,10 +1,11 @@
 """Metric names (a contract: the report and the DVC pipeline read them) from the loop's sums.
 
 Per epoch: `train_loss` (the objective: main loss + weight * aux loss), `train_acc`, `test_loss` (main
-head, clean test images), `test_acc`, `lr`, `epoch_seconds` (train + test), `eval_seconds`, `images_per_second` (training phase); with an auxiliary task
-`train_aux_loss`, `train_aux_acc`, `test_aux_loss`, `test_aux_acc` and, for segmentation,
-`train_aux_miou`/`test_aux_miou`. Summary: `final_*` of the last epoch (the study reports the final
-epoch), `best_test_acc` and `best_epoch`. Accuracies are fractions in [0, 1].
+head, clean test images), `test_acc`, `lr`, `epoch_seconds` (train + test), `eval_seconds`,
+`images_per_second` (training phase); with an auxiliary task `train_aux_loss`, `train_aux_acc`,
+`test_aux_loss`, `test_aux_acc` and, for segmentation, `train_aux_miou`/`test_aux_miou`. Summary:
+`final_*` of the last epoch (the study reports the final epoch), `best_test_acc` and `best_epoch`.
+Accuracies are fractions in [0, 1].
 """
 
 from __future__ import annotations
