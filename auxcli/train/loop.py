@@ -80,12 +80,19 @@ def train_epoch(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.
     order = order.to(split.images.device)
     for index in batch_indices(order, batch_size):
         images, targets = augment(*split.batch(index), generator)
-        loss = _objective(model, tasks, _prepare(images, runtime), targets, sums, runtime)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = train_step(model, tasks, optimizer, images, targets, sums=sums, runtime=runtime)
         on_batch(int(index.numel()), loss)
     return sums.read()
+
+
+def train_step(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.Optimizer, images: torch.Tensor,
+               targets: Targets, *, sums: Sums, runtime: Runtime) -> torch.Tensor:
+    """One SGD step on an augmented, normalised batch; returns the (detached) objective."""
+    loss = _objective(model, tasks, _prepare(images, runtime), targets, sums, runtime)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
 
 @torch.no_grad()

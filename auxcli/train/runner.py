@@ -89,9 +89,7 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
         recorded = folder.read_metrics()
         return RunOutcome(spec.name, seed, "complete", folder, recorded, recorded.get("mlflow_run_id"))
     folder.prepare()
-    if force:
-        folder.clear()
-    checkpoint = _load_resumable(folder, spec)
+    checkpoint = None if force else _load_resumable(folder, spec)
     if resume and checkpoint is None:
         print(f"{label}: no last.pt to resume from; starting from epoch 1.", flush=True)
 
@@ -125,6 +123,10 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
         tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(seed), "auxcli.spec_sha256": spec_sha256(spec),
                 **git_state().as_tags(), **(setup.tags if setup else {})}
         tracker.start(label, tags, flatten(spec.to_plain()))
+        for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
+            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+    if force:  # only now that everything is set up: a failed --force leaves the old results alone
+        folder.clear()
     folder.write_spec(dump_spec(spec))
 
     train_split = _on_device(data, data.train, "train", tasks, spec, runtime)
