@@ -16,6 +16,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from auxcli.plan import plan_order
+from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 
 
@@ -31,7 +32,7 @@ def _bases(spec_file: Path) -> list[Path]:
 
 
 def _run_file(spec: Spec, seed: int, name: str) -> str:
-    return f"{spec.runtime.runs_dir}/{spec.name}/seed-{seed}/{name}"
+    return (RunFolder.of(spec, seed).root / name).as_posix()
 
 
 def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "params.yaml",

@@ -12,9 +12,9 @@ planning never imports torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 from auxcli.errors import Problem, SpecError
+from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 
 RUN_STATUSES: tuple[str, ...] = ("done", "partial", "todo")
@@ -65,17 +65,12 @@ def _cycle_error(specs: Sequence[Spec], source_of: list[int | None], placed: set
                               "transfer.from naming a spec that does not depend on this one")])
 
 
-def run_folder(spec: Spec, seed: int) -> Path:
-    """`<runtime.runs_dir>/<name>/seed-<seed>/`, the run folder of one seed."""
-    return Path(spec.runtime.runs_dir) / spec.name / f"seed-{seed}"
-
-
 def run_status(spec: Spec, seed: int) -> str:
     """`done` (metrics.json written: the run finished), `partial` (last.pt only) or `todo`."""
-    folder = run_folder(spec, seed)
-    if (folder / "metrics.json").exists():
+    folder = RunFolder.of(spec, seed)
+    if folder.is_finished():
         return "done"
-    if (folder / "last.pt").exists():
+    if folder.last.exists():
         return "partial"
     return "todo"
 

@@ -122,3 +122,15 @@ def test_transfer_source_errors_are_clear(workdir, tiny_spec, case):
     if case == "mismatch":
         assert "depth=14" in result.output and "depth=8" in result.output
     assert not (workdir / "runs/probe/seed-0/last.pt").exists()
+
+
+def test_every_seed_probes_the_only_seed_of_a_single_seed_source(workdir, tiny_spec):
+    source = tiny_spec("single")
+    probe = tiny_spec("multi", "transfer: {from: single, mode: linear}\n")
+    result = invoke("run", source, probe, "--set", "seeds=[0]")
+    assert result.exit_code == 0, result.output
+    result = invoke("run", probe, "--set", "seeds=[1]")
+    assert result.exit_code == 0, result.output
+    source_state = final_state(workdir, "single", 0)
+    for key, tensor in source_state["backbone"].items():
+        assert torch.equal(tensor, final_state(workdir, "multi", 1)["backbone"][key]), key

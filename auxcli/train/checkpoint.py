@@ -7,36 +7,16 @@ looks valid but is not.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from auxcli.errors import CheckpointError
+from auxcli.runfolder import atomic_write_bytes
 
 LAST_FORMAT = "auxcli-last-1"
 FINAL_FORMAT = "auxcli-final-1"
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 class Progress(Protocol):
@@ -49,12 +52,13 @@ class PlainProgress:
 class RichProgress:
     """Epoch and batch bars with the running loss; reads the loss every few batches only."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, console: Console | None = None):  # None: the terminal
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.label = label
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False)
+                            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), transient=False,
+                            console=console)
         self.bar.start()
         self.epochs_task = None
         self.batch_task = None

@@ -44,7 +44,7 @@ from auxcli.train.checkpoint import (
 )
 from auxcli.train.loop import SplitTensors, evaluate, train_epoch
 from auxcli.train.metrics import split_metrics, summary_metrics
-from auxcli.train.outputs import RunFolder
+from auxcli.runfolder import RunFolder
 from auxcli.train.progress import make_progress
 from auxcli.train.runtime import Runtime, resolve_runtime
 from auxcli.train.transfer import apply_transfer

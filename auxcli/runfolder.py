@@ -10,13 +10,35 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from auxcli.errors import OutputError
 from auxcli.spec import Spec
-from auxcli.train.checkpoint import atomic_write_text
+
+
+def atomic_write_bytes(path: Path, write: Any) -> None:
+    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
 
 
 @dataclass(frozen=True)
