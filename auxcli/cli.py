@@ -42,11 +42,9 @@ SpecPaths = Annotated[list[Path], typer.Argument(help="Spec files or directories
 @app.command()
 def validate(paths: SpecPaths, set_: SetOption = None) -> None:
     """Validate specs: `ok` per file, or one line per problem (exit code 2)."""
-    from auxcli.specfile import load_spec, spec_files
+    from auxcli.specfile import load_spec
 
-    files = spec_files(paths)
-    if not files:
-        raise SpecError([_no_specs(paths)])
+    files = _spec_files(paths)
     failed = False
     for file in files:
         try:
@@ -78,11 +76,9 @@ def schema(out: Annotated[Path | None, typer.Option(help="Write here instead of 
 def plan(paths: SpecPaths, set_: SetOption = None) -> None:
     """Print the run order (transfers after their sources) and each seed's status: done, partial, todo."""
     from auxcli.plan import plan_table, run_status
-    from auxcli.specfile import load_spec, spec_files
+    from auxcli.specfile import load_spec
 
-    files = spec_files(paths)
-    if not files:
-        raise SpecError([_no_specs(paths)])
+    files = _spec_files(paths)
     specs, problems = [], []
     for file in files:
         try:
@@ -109,12 +105,10 @@ def run(
 ) -> None:
     """Train every seed of each spec; several specs run in dependency order (transfers after sources)."""
     from auxcli.plan import plan_order
-    from auxcli.specfile import load_spec, params_overrides, spec_files
+    from auxcli.specfile import load_spec, params_overrides
     from auxcli.train.runner import run_spec
 
-    files = spec_files(paths)
-    if not files:
-        raise SpecError([_no_specs(paths)])
+    files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
     specs = plan_order([load_spec(f, overrides) for f in files])
     for spec in specs:
@@ -266,21 +260,25 @@ def pipeline(
 ) -> None:
     """Write a dvc.yaml with one stage per spec (transfers depend on their sources' final.pt)."""
     from auxcli.pipeline import dvc_yaml
-    from auxcli.specfile import load_spec, spec_files
+    from auxcli.specfile import load_spec
 
-    files = spec_files(paths)
-    if not files:
-        raise SpecError([_no_specs(paths)])
+    files = _spec_files(paths)
     out.write_text(dvc_yaml([(f, load_spec(f)) for f in files], params_file=params))
     if not Path(params).exists():
         Path(params).write_text("{}\n")
     typer.echo(f"wrote {out} ({len(files)} stages)")
 
 
-def _no_specs(paths: list[Path]):
+def _spec_files(paths: list[Path]) -> list[Path]:
+    """The spec files named or found below the given folders; none at all is a spec error."""
     from auxcli.errors import Problem
+    from auxcli.specfile import spec_files
 
-    return Problem(", ".join(map(str, paths)), None, None, "", "no spec files found", "*.yaml files or folders")
+    files = spec_files(paths)
+    if not files:
+        raise SpecError([Problem(", ".join(map(str, paths)), None, None, "", "no spec files found",
+                                 "*.yaml files or folders holding them")])
+    return files
 
 
 def main() -> None:
