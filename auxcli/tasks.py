@@ -59,24 +59,17 @@ def mixed_correct(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Ten
     return ((predicted[:, None] == labels).float() * weights).sum()
 
 
-@dataclass
-class ClassificationTask:
-    """Classification on a label set: the main head, and the `labelset` auxiliary task."""
+class _ClassifierMetrics:
+    """Loss and accuracy shared by the heads that classify whole images (labels may be RICAP-mixed)."""
 
-    name: str
-    label_set: str
-    num_classes: int
-    weight: float = 1.0
-    eval_augmented: bool = False
-
-    def build_head(self, feature_width: int) -> nn.Module:
-        return ClassifierHead(feature_width, self.num_classes)
+    def labels(self, targets: Targets) -> torch.Tensor:
+        raise NotImplementedError
 
     def loss(self, output: torch.Tensor, targets: Targets) -> torch.Tensor:
-        return mixed_cross_entropy(output, targets.classes[self.name], targets.mix_weights)
+        return mixed_cross_entropy(output, self.labels(targets), targets.mix_weights)
 
     def batch_metrics(self, output: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
-        labels = targets.classes[self.name]
+        labels = self.labels(targets)
         return {"correct": mixed_correct(output, labels, targets.mix_weights).float(),
                 "count": torch.tensor(float(labels.shape[0]), device=output.device)}
 
@@ -85,7 +78,24 @@ class ClassificationTask:
 
 
 @dataclass
-class CropTask:
+class ClassificationTask(_ClassifierMetrics):
+    """Classification on a label set: the main head, and the `labelset` auxiliary task."""
+
+    name: str
+    label_set: str
+    num_classes: int
+    weight: float = 1.0
+    eval_augmented: bool = False
+
+    def labels(self, targets: Targets) -> torch.Tensor:
+        return targets.classes[self.name]
+
+    def build_head(self, feature_width: int) -> nn.Module:
+        return ClassifierHead(feature_width, self.num_classes)
+
+
+@dataclass
+class CropTask(_ClassifierMetrics):
     """Random crop + classification (paper.md): which of the 3x3 blocks of the crop-offset grid the crop
     came from, a 9-way classification on the pooled features. After RICAP the label mixes like the class
     label: the four sources' blocks, weighted by area."""
@@ -103,17 +113,6 @@ class CropTask:
 
     def build_head(self, feature_width: int) -> nn.Module:
         return ClassifierHead(feature_width, NUM_CROP_BLOCKS)
-
-    def loss(self, output: torch.Tensor, targets: Targets) -> torch.Tensor:
-        return mixed_cross_entropy(output, self.labels(targets), targets.mix_weights)
-
-    def batch_metrics(self, output: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
-        labels = self.labels(targets)
-        return {"correct": mixed_correct(output, labels, targets.mix_weights).float(),
-                "count": torch.tensor(float(labels.shape[0]), device=output.device)}
-
-    def summarize(self, sums: dict[str, float]) -> dict[str, float]:
-        return {"acc": sums["correct"] / max(sums["count"], 1.0)}
 
 
 @dataclass
