@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from auxcli.errors import TransferError
 from auxcli.models.network import Network
+from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.train.checkpoint import FINAL_FORMAT, load_checkpoint
 
@@ -88,7 +88,7 @@ def resolve_source(spec: Spec, seed: int) -> Source:
             raise TransferError(f"transfer.from: checkpoint {ref} does not exist.")
         return Source(path, None, None)
     if ref.startswith("runs:/") or RUN_ID.match(ref):
-        return _from_mlflow(spec, ref)
+        return _from_mlflow(spec, ref, seed)
     return _from_spec_name(spec, ref, seed)
 
 
@@ -107,14 +107,14 @@ def _from_spec_name(spec: Spec, name: str, seed: int) -> Source:
     return Source(folder / "final.pt", name, None)
 
 
-def _from_mlflow(spec: Spec, ref: str) -> Source:
+def _from_mlflow(spec: Spec, ref: str, seed: int) -> Source:
     from auxcli.tracking import download_final_checkpoint, find_run_id
 
     run_id = find_run_id(spec.tracking.uri, ref)
     if run_id is None:
         raise TransferError(f"transfer.from: no MLflow run {ref!r} in the tracking store "
                             "(tracking.uri, MLFLOW_TRACKING_URI or ./mlflow.db).")
-    target = Path(tempfile.mkdtemp(prefix="auxcli-transfer-"))
+    target = RunFolder.of(spec, seed).root / "transfer-source"  # kept beside the run it started
     path = download_final_checkpoint(spec.tracking.uri, run_id, target)
     if path is None:
         raise TransferError(f"transfer.from: MLflow run {run_id} has no model/final.pt artifact "
