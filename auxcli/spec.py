@@ -12,7 +12,6 @@ pad-4 random crop and horizontal flip.
 from __future__ import annotations
 
 import itertools
-import re
 from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
@@ -272,6 +271,3 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
                 "null, or a resnet/pyramidnet backbone")
     return problems
 
-
-def is_file_system_safe(name: str) -> bool:
-    return re.fullmatch(NAME_PATTERN, name) is not None

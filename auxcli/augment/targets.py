@@ -26,10 +26,3 @@ class Targets:
 
     def with_maps(self, **maps: torch.Tensor) -> Targets:
         return replace(self, maps={**self.maps, **maps})
-
-    def to(self, device: torch.device | str) -> Targets:
-        def move(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {k: v.to(device, non_blocking=True) for k, v in tensors.items()}
-
-        weights = None if self.mix_weights is None else self.mix_weights.to(device)
-        return Targets(move(self.classes), weights, move(self.maps))

@@ -1,7 +1,7 @@
 """Batches as index slices of a device-resident split, in a seed-determined order.
 
 Each epoch's order is a permutation drawn from (seed, epoch) alone, so a resumed run sees exactly the
-order an uninterrupted one would, and each of `world` ranks can train a disjoint shard of it.
+order an uninterrupted one would (and ranks of a distributed run could split the same order).
 """
 
 from __future__ import annotations
@@ -19,12 +19,6 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
 def epoch_permutation(num_images: int, *, seed: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     return torch.randperm(num_images, generator=generator)
-
-
-def shard(order: torch.Tensor, *, rank: int, world: int) -> torch.Tensor:
-    """Rank `rank`'s disjoint share of an epoch's order, equal-sized across ranks (tail dropped)."""
-    per_rank = order.numel() // world
-    return order[rank * per_rank:(rank + 1) * per_rank]
 
 
 def batch_indices(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:

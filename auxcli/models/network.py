@@ -19,7 +19,3 @@ class Network(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         features = self.backbone.forward_features(images)
         return {name: head(features) for name, head in self.heads.items()}
-
-    def extractor_state(self) -> dict[str, torch.Tensor]:
-        """The feature extractor's tensors (parameters and BN buffers): what transfer loads."""
-        return self.backbone.state_dict()

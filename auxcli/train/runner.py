@@ -12,7 +12,7 @@ import hashlib
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,10 +42,10 @@ from auxcli.train.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from auxcli.train.loop import SplitTensors, evaluate, train_epoch
+from auxcli.train.loop import SplitTensors, Transform, evaluate, train_epoch
 from auxcli.train.metrics import split_metrics, summary_metrics
 from auxcli.runfolder import RunFolder
-from auxcli.train.progress import make_progress
+from auxcli.train.progress import Progress, make_progress
 from auxcli.train.runtime import Runtime, resolve_runtime
 from auxcli.train.transfer import apply_transfer
 
@@ -137,16 +137,17 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
     def clean(images: torch.Tensor, targets: Targets, generator: None) -> tuple[torch.Tensor, Targets]:
         return normalize_only(images), targets
 
-    forward = torch.compile(model) if spec.runtime.compile else model
-    set_train_mode = setup.set_train_mode if setup else (lambda m: m.train())
-
     progress = make_progress(label)
+    training = _Training(
+        spec=spec, seed=seed, model=model, forward=torch.compile(model) if spec.runtime.compile else model,
+        tasks=tasks, optimizer=optimizer, train_split=train_split, test_split=test_split, augment=augment,
+        clean=clean, runtime=runtime, progress=progress,
+        set_train_mode=setup.set_train_mode if setup else Network.train)
     status = "FAILED"
     try:
         with _signals_raise():
             for epoch in range(start_epoch, spec.train.epochs + 1):
-                row = _one_epoch(epoch, spec, seed, forward, model, tasks, optimizer, train_split, test_split,
-                                 augment, clean, runtime, progress, set_train_mode)
+                row = _one_epoch(epoch, training)
                 scheduler.step()
                 history.append(row)
                 tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
@@ -177,40 +178,59 @@ def build_network(spec: Spec, tasks: list[Task]) -> Network:
     return Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
 
 
-def _one_epoch(epoch, spec, seed, forward, model, tasks, optimizer, train_split, test_split, augment, clean,
-               runtime: Runtime, progress, set_train_mode) -> dict[str, float]:
+@dataclass(frozen=True)
+class _Training:
+    """Everything one epoch needs, set up once per run."""
+
+    spec: Spec
+    seed: int
+    model: Network
+    forward: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # the model, compiled if asked
+    tasks: list[Task]
+    optimizer: torch.optim.Optimizer
+    train_split: SplitTensors
+    test_split: SplitTensors
+    augment: Transform
+    clean: Transform
+    runtime: Runtime
+    progress: Progress
+    set_train_mode: Callable[[Network], Any]
+
+
+def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
+    spec, seed, runtime = t.spec, t.seed, t.runtime
     started = time.perf_counter()
-    lr = optimizer.param_groups[0]["lr"]
-    order = epoch_permutation(len(train_split), seed=seed, epoch=epoch)
+    lr = t.optimizer.param_groups[0]["lr"]
+    order = epoch_permutation(len(t.train_split), seed=seed, epoch=epoch)
     generator = torch.Generator(device=runtime.device).manual_seed(epoch_seed(seed, epoch, stream=1))
-    progress.start_epoch(epoch, spec.train.epochs, len(train_split))
-    set_train_mode(model)
-    train_sums = train_epoch(forward, tasks, optimizer, train_split, order, batch_size=spec.train.batch_size,
-                             augment=augment, generator=generator, runtime=runtime, on_batch=progress.batch)
+    t.progress.start_epoch(epoch, spec.train.epochs, len(t.train_split))
+    t.set_train_mode(t.model)
+    train_sums = train_epoch(t.forward, t.tasks, t.optimizer, t.train_split, order, batch_size=spec.train.batch_size,
+                             augment=t.augment, generator=generator, runtime=runtime, on_batch=t.progress.batch)
     train_seconds = time.perf_counter() - started
     if not math.isfinite(train_sums["loss"]):
         raise TrainingDiverged(f"{spec.name}-s{seed}: the training loss became {train_sums['loss']} in epoch "
                                f"{epoch}; the run is marked FAILED and last.pt still holds epoch {epoch - 1}. "
                                "Lower train.lr or check the data.")
-    model.eval()
+    t.model.eval()
     eval_started = time.perf_counter()
-    row: dict[str, float] = {"epoch": epoch, **split_metrics("train", tasks, train_sums)}
-    clean_tasks = [t for t in tasks if not t.eval_augmented]
-    augmented_tasks = [t for t in tasks if t.eval_augmented]
+    row: dict[str, float] = {"epoch": epoch, **split_metrics("train", t.tasks, train_sums)}
+    clean_tasks = [task for task in t.tasks if not task.eval_augmented]
+    augmented_tasks = [task for task in t.tasks if task.eval_augmented]
     batch = spec.train.eval_batch_size
     if clean_tasks:
-        sums = evaluate(forward, clean_tasks, test_split, batch_size=batch, transform=clean, generator=None,
+        sums = evaluate(t.forward, clean_tasks, t.test_split, batch_size=batch, transform=t.clean, generator=None,
                         runtime=runtime)
         row.update(split_metrics("test", clean_tasks, sums))
     if augmented_tasks:
         fixed = torch.Generator(device=runtime.device).manual_seed(EVAL_AUGMENT_SEED)
-        sums = evaluate(forward, augmented_tasks, test_split, batch_size=batch, transform=augment,
+        sums = evaluate(t.forward, augmented_tasks, t.test_split, batch_size=batch, transform=t.augment,
                         generator=fixed, runtime=runtime)
         row.update(split_metrics("test", augmented_tasks, sums))
     finished = time.perf_counter()
     row.update(lr=lr, epoch_seconds=finished - started, eval_seconds=finished - eval_started,
-               images_per_second=len(train_split) / max(train_seconds, 1e-9))
-    progress.end_epoch(epoch, spec.train.epochs, row)
+               images_per_second=len(t.train_split) / max(train_seconds, 1e-9))
+    t.progress.end_epoch(epoch, spec.train.epochs, row)
     return row
 
 
