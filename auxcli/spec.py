@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from auxcli.models.depth import valid_depth
+
 LabelSet = Literal["gt", "superclass", "random"]
 LABEL_SETS: tuple[str, ...] = ("gt", "superclass", "random")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -192,12 +194,6 @@ class CrossFieldErrors(Exception):
     def __init__(self, problems: list[CrossFieldProblem]):
         self.problems = problems
         super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
-
-
-def valid_depth(backbone: str, depth: int) -> bool:
-    """CIFAR ResNet (He et al. 2016) and basic-block PyramidNet (Han et al. 2017): 3 stages of n blocks,
-    2 convs each, plus the stem conv and the classifier: depth = 6n + 2."""
-    return depth >= 8 and (depth - 2) % 6 == 0
 
 
 def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:

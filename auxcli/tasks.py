@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -22,7 +22,9 @@ from auxcli.augment.crop import NUM_CROP_BLOCKS, CropLabel, crop_block
 from auxcli.augment.ricap import NUM_RICAP_SOURCES
 from auxcli.augment.targets import Targets
 from auxcli.models.heads import ClassifierHead, SegmentationHead
-from auxcli.spec import Spec
+
+if TYPE_CHECKING:
+    from auxcli.spec import Spec
 
 
 class Task(Protocol):
@@ -165,7 +167,7 @@ class SegmentationTask:
 
 NUM_CLASSES = {"gt": None, "superclass": 20, "random": None}  # gt/random: the data set's class count
 
-AuxFactory = Callable[[Spec, int], Task]  # (spec, number of ground-truth classes) -> task
+AuxFactory = Callable[["Spec", int], Task]  # (spec, number of ground-truth classes) -> task
 AUX_TASKS: dict[str, AuxFactory] = {}
 
 

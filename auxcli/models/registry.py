@@ -9,16 +9,18 @@ the final activation and before pooling; classifiers and auxiliary modules are h
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from auxcli.models.heads import ClassifierHead
 from auxcli.models.network import Network
-from auxcli.spec import ModelSpec
 
-BackboneFactory = Callable[[ModelSpec], nn.Module]
+if TYPE_CHECKING:  # the models import without pydantic (auxcli.bench_core runs where it is missing)
+    from auxcli.spec import ModelSpec
+
+BackboneFactory = Callable[["ModelSpec"], nn.Module]
 BACKBONES: dict[str, BackboneFactory] = {}
 
 # What `auxcli models` lists without filters: the study's networks, then small ones for quick runs.

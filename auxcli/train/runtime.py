@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
-from auxcli.spec import RuntimeSpec
+if TYPE_CHECKING:
+    from auxcli.spec import RuntimeSpec
 
 
 @dataclass(frozen=True)

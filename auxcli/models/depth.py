@@ -1,0 +1,12 @@
+"""The depth rule of the CIFAR ResNet and the basic-block PyramidNet, shared by the spec and the models.
+
+Torch- and pydantic-free, so that the models (and `auxcli.bench_core`) import without pydantic.
+"""
+
+from __future__ import annotations
+
+
+def valid_depth(backbone: str, depth: int) -> bool:
+    """CIFAR ResNet (He et al. 2016) and basic-block PyramidNet (Han et al. 2017): 3 stages of n blocks,
+    2 convs each, plus the stem conv and the classifier: depth = 6n + 2."""
+    return depth >= 8 and (depth - 2) % 6 == 0
