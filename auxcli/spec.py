@@ -145,9 +145,11 @@ class TransferSpec(Section):
 class RuntimeSpec(Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False
+    compile: bool = False  # torch.compile the model with static shapes (see auxcli/train/runtime.py)
+    # with compile: true; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "auto"
     deterministic: bool = False
-    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for conv backbones on CUDA and CPU
     threads: PositiveInt | None = None  # torch.set_num_threads; None leaves torch's default
     runs_dir: str = "runs"  # run folders are <runs_dir>/<name>/seed-<k>/
 

@@ -21,7 +21,11 @@ def epoch_permutation(num_images: int, *, seed: int, epoch: int) -> torch.Tensor
     return torch.randperm(num_images, generator=generator)
 
 
-def batch_indices(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    """Consecutive slices of `order`; the last batch may be smaller (nothing is dropped)."""
-    for start in range(0, order.numel(), batch_size):
+def batch_indices(order: torch.Tensor, batch_size: int, *, drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """Consecutive slices of `order`; the last batch may be smaller, unless `drop_last` drops it (static
+    shapes for compiled code; a split smaller than one batch keeps its one batch)."""
+    stop = order.numel()
+    if drop_last and stop >= batch_size:
+        stop -= stop % batch_size
+    for start in range(0, stop, batch_size):
         yield order[start:start + batch_size]

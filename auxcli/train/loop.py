@@ -3,6 +3,10 @@
 The loop knows heads, losses and metrics only through the `Task` interface: the objective is
 `sum(task.weight * task.loss(...))`, and metric sums stay on the device until the epoch ends (one
 synchronisation per epoch, not per batch).
+
+With `runtime.compile`, the model is compiled for one batch shape: training drops the last partial batch
+(a different subset each epoch, as the order is reshuffled) and evaluation runs a last partial batch
+through the eager model, so nothing recompiles; augmentation stays outside the compiled region.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class Sums:
 
 def _objective(model: nn.Module, tasks: Sequence[Task], images: torch.Tensor, targets: Targets,
                sums: Sums, runtime: Runtime) -> torch.Tensor:
+    if runtime.cuda_graphs:  # a new step: the previous replay's outputs may be overwritten
+        torch.compiler.cudagraph_mark_step_begin()
     with runtime.autocast():
         outputs = model(images)
     total = torch.zeros((), device=images.device)
@@ -67,10 +73,6 @@ def _objective(model: nn.Module, tasks: Sequence[Task], images: torch.Tensor, ta
     return total
 
 
-def _prepare(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    return images.contiguous(memory_format=torch.channels_last) if runtime.channels_last else images
-
-
 def train_epoch(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.Optimizer,
                 split: SplitTensors, order: torch.Tensor, *, batch_size: int, augment: Transform,
                 generator: torch.Generator, runtime: Runtime, on_batch: Callable[[int, torch.Tensor], None]
@@ -78,7 +80,7 @@ def train_epoch(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.
     """Train on `split` in the given order; returns the epoch's metric sums (see `Sums`)."""
     sums = Sums()
     order = order.to(split.images.device)
-    for index in batch_indices(order, batch_size):
+    for index in batch_indices(order, batch_size, drop_last=runtime.static_shapes):
         images, targets = augment(*split.batch(index), generator)
         loss = train_step(model, tasks, optimizer, images, targets, sums=sums, runtime=runtime)
         on_batch(int(index.numel()), loss)
@@ -88,7 +90,7 @@ def train_epoch(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.
 def train_step(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.Optimizer, images: torch.Tensor,
                targets: Targets, *, sums: Sums, runtime: Runtime) -> torch.Tensor:
     """One SGD step on an augmented, normalised batch; returns the (detached) objective."""
-    loss = _objective(model, tasks, _prepare(images, runtime), targets, sums, runtime)
+    loss = _objective(model, tasks, runtime.prepare(images), targets, sums, runtime)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -97,11 +99,14 @@ def train_step(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.O
 
 @torch.no_grad()
 def evaluate(model: nn.Module, tasks: Sequence[Task], split: SplitTensors, *, batch_size: int,
-             transform: Transform, generator: torch.Generator | None, runtime: Runtime) -> dict[str, float]:
-    """Metric sums of `tasks` on the whole split, in file order, the model in eval mode."""
+             transform: Transform, generator: torch.Generator | None, runtime: Runtime,
+             eager: nn.Module | None = None) -> dict[str, float]:
+    """Metric sums of `tasks` on the whole split, in file order, the model in eval mode. `eager`, the
+    uncompiled model, takes a last batch smaller than `batch_size` when `model` is compiled."""
     sums = Sums()
     order = torch.arange(len(split), device=split.images.device)
     for index in batch_indices(order, batch_size):
         images, targets = transform(*split.batch(index), generator)
-        _objective(model, tasks, _prepare(images, runtime), targets, sums, runtime)
+        partial = eager is not None and runtime.static_shapes and index.numel() < batch_size
+        _objective(eager if partial else model, tasks, runtime.prepare(images), targets, sums, runtime)
     return sums.read()
