@@ -234,22 +234,36 @@ def ui(
     typer.echo("stopped")
 
 
+class BenchFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
 @app.command()
 def bench(
-    spec_path: Annotated[Path, typer.Argument(help="The spec to measure.")],
+    spec_path: Annotated[Path | None, typer.Argument(
+        help="The spec to measure (its model, batch, optimizer, runtime); or give --backbone.")] = None,
     set_: SetOption = None,
-    steps: Annotated[int, typer.Option(help="Train steps per model-only measurement.")] = 20,
-    epochs: Annotated[int, typer.Option(help="Steady-state epochs of the real run.")] = 2,
+    backbone: Annotated[str | None, typer.Option(help="resnet, pyramidnet or linear (overrides the spec).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Depth 6n+2 (default 20 without a spec).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="PyramidNet widening factor (270 in the study).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Batches per timed pass.")] = 20,
+    epochs: Annotated[int | None, typer.Option(
+        min=0, help="Steady-state epochs of a real `auxcli run` on the spec's data (default 2 with a spec, "
+        "0 without; 0 skips it).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: the spec's runtime.device).")]
+    = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Reference DataLoader workers (default: cores, <= 8).")]
+    = None,
+    fmt: Annotated[BenchFormat, typer.Option("--format", "-f", help="text or json (fixed keys).")] = BenchFormat.text,
 ) -> None:
-    """Model-only train-step images/s vs a real `auxcli run`, and the cost of the auxiliary head."""
-    from tabulate import tabulate
+    """auxcli vs the hand-written loop (PIL + torchvision + DataLoader): images/s, ratios, FLOP/s vs peak."""
+    from auxcli.bench import bench_spec, benchmark, format_report
 
-    from auxcli.bench import benchmark
-    from auxcli.specfile import load_spec
-
-    rows = benchmark(load_spec(spec_path, set_ or ()), steps=steps, epochs=epochs)
-    typer.echo(tabulate([(r.name, f"{r.images_per_second:,.0f}", r.note) for r in rows],
-                        headers=["measurement", "images/s", "note"]))
+    spec = bench_spec(spec_path, set_ or (), backbone=backbone, depth=depth, alpha=alpha)
+    result = benchmark(spec, steps=steps, epochs=(2 if spec_path else 0) if epochs is None else epochs,
+                       device=device, workers=workers)
+    typer.echo(json.dumps(result) if fmt is BenchFormat.json else format_report(result))
 
 
 @app.command()

@@ -22,6 +22,7 @@ GPU_BF16_PEAK_FLOPS: tuple[tuple[str, float], ...] = (
     ("B200", 2250e12),
     ("A100", 312e12),
     ("L40S", 362e12),
+    ("L40", 181e12),
     ("L4", 121e12),
     ("A10G", 70e12),  # AWS g5; A10G datasheet: 70 TFLOPS bf16 dense
     ("A10", 125e12),
@@ -39,12 +40,16 @@ class Peak:
 def peak_flops(device: torch.device) -> Peak:
     """The stated peak of `device`: the datasheet's bf16 peak of a known GPU, else a measured matmul peak."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key, flops in GPU_BF16_PEAK_FLOPS:
-            if key in name:
-                return Peak(flops, f"datasheet: {key} bf16 dense")
-        return measured_matmul_peak(device, torch.bfloat16)
+        return datasheet_peak(torch.cuda.get_device_name(device)) or measured_matmul_peak(device, torch.bfloat16)
     return measured_matmul_peak(device, torch.float32)
+
+
+def datasheet_peak(device_name: str) -> Peak | None:
+    """The bf16 dense peak of the first `GPU_BF16_PEAK_FLOPS` key contained in `device_name`, if any."""
+    for key, flops in GPU_BF16_PEAK_FLOPS:
+        if key in device_name:
+            return Peak(flops, f"datasheet: {key} bf16 dense")
+    return None
 
 
 def measured_matmul_peak(device: torch.device, dtype: torch.dtype, *, n: int | None = None,
