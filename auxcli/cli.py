@@ -73,7 +73,16 @@ def schema(out: Annotated[Path | None, typer.Option(help="Write here instead of 
 # ---------------------------------------------------------------------------------------------- plan
 
 @app.command()
-def plan(paths: SpecPaths, set_: SetOption = None) -> None:
+def plan(
+    paths: SpecPaths,
+    set_: SetOption = None,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate", help="Also estimate each run's and the suite's wall time here (a short benchmark per "
+        "model, cached per machine).")] = False,
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="With --estimate: ignore cached rates.")] = False,
+    cache: Annotated[Path | None, typer.Option(
+        help="With --estimate: the rate cache (default ~/.cache/auxcli/throughput.json).")] = None,
+) -> None:
     """Print the run order (transfers after their sources) and each seed's status: done, partial, todo."""
     from auxcli.plan import plan_table, run_status
     from auxcli.specfile import load_spec
@@ -91,6 +100,14 @@ def plan(paths: SpecPaths, set_: SetOption = None) -> None:
     statuses = [run_status(spec, seed) for spec in specs for seed in spec.seeds]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "partial", "todo"))
     typer.echo(f"{len(specs)} specs, {len(statuses)} runs: {counts}")
+    if estimate:
+        from auxcli.estimate import RateCache, default_cache_path, estimate_runs, estimate_table
+
+        rates = RateCache(cache or default_cache_path())
+        if remeasure:
+            rates.rates.clear()
+        runs = estimate_runs(specs, cache=rates, on_measure=lambda name: typer.echo(f"measuring {name} ...", err=True))
+        typer.echo("\n" + estimate_table(runs, "this machine"))
 
 
 @app.command()
