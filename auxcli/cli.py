@@ -119,6 +119,8 @@ def run(
     force: Annotated[bool, typer.Option(help="Retrain runs that already finished.")] = False,
     params: Annotated[Path | None, typer.Option(
         help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    concurrent: Annotated[int, typer.Option(
+        min=1, help="Train up to K runs (seeds or specs) at once on the device, one process each.")] = 1,
 ) -> None:
     """Train every seed of each spec; several specs run in dependency order (transfers after sources)."""
     from auxcli.plan import plan_order
@@ -128,6 +130,12 @@ def run(
     files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
     specs = plan_order([load_spec(f, overrides) for f in files])
+    if concurrent > 1:
+        from auxcli.concurrent import jobs_for, run_concurrently
+
+        child = [*(["--params", str(params)] if params else []), *[o for item in set_ or [] for o in ("--set", item)],
+                 *(["--resume"] if resume else []), *(["--force"] if force else [])]
+        raise typer.Exit(run_concurrently(jobs_for(files, overrides, seed), concurrent=concurrent, child_options=child))
     for spec in specs:
         run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force)
 
