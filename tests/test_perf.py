@@ -164,3 +164,29 @@ def test_perf_bench_runs_without_pydantic_mlflow_or_dvc():
     row = json.loads(result.stdout)
     assert row["backbone"] == "resnet" and row["depth"] == 8 and row["batch_size"] == 32
     assert row["end_to_end_images_per_second"] > 0 and row["reference_images_per_second"] > 0
+
+
+@pytest.mark.slow
+def test_compiled_run_finishes_and_records_the_resolved_runtime_in_mlflow(workdir, tiny_spec):
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from auxcli.cli import app
+
+    # batch 32 and the model of the test above: inductor's cache makes this second compilation cheap
+    spec = tiny_spec("compiled", "runtime: {threads: 1, compile: true}\n")
+    spec.write_text(spec.read_text().replace("runtime: {threads: 1}\n", "").replace(
+        "batch_size: 64, milestones: [1], eval_batch_size: 200", "batch_size: 32, milestones: [1], eval_batch_size: 32"
+    ).replace("epochs: 2", "epochs: 1").replace("milestones: [1]", "milestones: []"))
+    result = CliRunner().invoke(app, ["run", str(spec)])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("auxcli").experiment_id])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["runtime.compile_mode"] == "auto" and params["runtime.precision"] == "auto"  # what was asked
+    assert (params["runtime.resolved.compile_mode"], params["runtime.resolved.precision"],
+            params["runtime.resolved.memory_format"], params["runtime.resolved.device"]) == (
+        "default", "fp32", "channels_last", "cpu")  # what ran
+    history = client.get_metric_history(run.info.run_id, "test_acc")
+    assert len(history) == 1 and 0.0 <= history[0].value <= 1.0

@@ -46,8 +46,10 @@ class Recorder(Protocol):
 class RunRecorder:
     """The run folder `runs/<name>/seed-<k>/` and one MLflow run for one (spec, seed)."""
 
-    def __init__(self, spec: Spec, seed: int, folder: RunFolder):
+    def __init__(self, spec: Spec, seed: int, folder: RunFolder, params: dict[str, str] | None = None):
+        """`params`: recorded beside the flattened spec when the MLflow run starts (the resolved runtime)."""
         self.spec, self.seed, self.folder = spec, seed, folder
+        self.params = params or {}
         self.tracker: RunTracker | None = None
         self.run_id: str | None = None
 
@@ -61,7 +63,7 @@ class RunRecorder:
         if resumed_run_id is None or not tracker.resume(resumed_run_id):
             all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
                         "auxcli.spec_sha256": spec_sha256(spec), **git_state().as_tags(), **tags}
-            tracker.start(run_label(spec, self.seed), all_tags, flatten(spec.to_plain()))
+            tracker.start(run_label(spec, self.seed), all_tags, {**flatten(spec.to_plain()), **self.params})
             for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
                 tracker.log_metrics(_epoch_metrics(row), step=int(row["epoch"]))
         self.run_id = tracker.run_id

@@ -81,7 +81,7 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
 
     training = prepare(spec, seed)
     start = restore(training, checkpoint)
-    recorder = RunRecorder(spec, seed, folder)
+    recorder = RunRecorder(spec, seed, folder, params=training.runtime.params())
     # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
     recorder.open(resumed_run_id=start.run_id, history=start.history, tags=training.transfer_tags,
                   clear_folder=force)
@@ -121,7 +121,7 @@ class _Training:
 def prepare(spec: Spec, seed: int) -> _Training:
     """Data on the device, tasks and their heads, transfer, optimizer and schedule (the study's recipe)."""
     torch.manual_seed(seed)
-    runtime = resolve_runtime(spec.runtime)
+    runtime = resolve_runtime(spec.runtime, backbone=spec.model.backbone)
     data = load_data(spec.data)
     tasks = build_tasks(spec, num_classes(data, "gt"))
     mean, std = channel_stats(data.train.images)
@@ -140,7 +140,7 @@ def prepare(spec: Spec, seed: int) -> _Training:
         return normalize_only(images), targets
 
     return _Training(
-        spec=spec, seed=seed, model=model, forward=torch.compile(model) if spec.runtime.compile else model,
+        spec=spec, seed=seed, model=model, forward=runtime.compile(model),
         tasks=tasks, optimizer=optimizer, scheduler=scheduler,
         train_split=_on_device(data, data.train, "train", tasks, spec, runtime),
         test_split=_on_device(data, data.test, "test", tasks, spec, runtime),
@@ -260,16 +260,16 @@ def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
     batch = spec.train.eval_batch_size
     if clean_tasks:
         sums = evaluate(t.forward, clean_tasks, t.test_split, batch_size=batch, transform=t.clean, generator=None,
-                        runtime=runtime)
+                        runtime=runtime, eager=t.model)
         row.update(split_metrics("test", clean_tasks, sums))
     if augmented_tasks:
         fixed = torch.Generator(device=runtime.device).manual_seed(EVAL_AUGMENT_SEED)
         sums = evaluate(t.forward, augmented_tasks, t.test_split, batch_size=batch, transform=t.augment,
-                        generator=fixed, runtime=runtime)
+                        generator=fixed, runtime=runtime, eager=t.model)
         row.update(split_metrics("test", augmented_tasks, sums))
     finished = time.perf_counter()
     row.update(lr=lr, epoch_seconds=finished - started, eval_seconds=finished - eval_started,
-               images_per_second=len(t.train_split) / max(train_seconds, 1e-9))
+               images_per_second=train_sums["count"] / max(train_seconds, 1e-9))  # compiled: full batches only
     t.progress.end_epoch(epoch, spec.train.epochs, row)
     return row
 
