@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     parity.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     sharing = commands.add_parser("sharing", help="aggregate images/s of K processes on one device")
     sharing.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
+    sharing.add_argument("--runs", type=int, default=24, help="runs of the suite to time (Table 5: 24)")
+    sharing.add_argument("--images-per-run", type=float, default=300 * 50_000, help="300 epochs of CIFAR")
     sharing.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- then bench options")
     args = parser.parse_args(argv)
 
@@ -78,10 +80,11 @@ def main(argv: list[str] | None = None) -> None:
         for k in args.processes:
             result = measure_sharing(k, bench_args)
             base = base or result.images_per_second / k
+            hours = args.runs * args.images_per_run / result.images_per_second / 3600
             print(f"  {k} process(es): {result.images_per_second:10,.0f} images/s in total "
                   f"({result.images_per_second / base:.2f}x one; each "
-                  + ", ".join(f"{r:,.0f}" for r in result.per_process) + f"; wall {result.wall_seconds:.0f} s)",
-                  flush=True)
+                  + ", ".join(f"{r:,.0f}" for r in result.per_process) + f"; wall {result.wall_seconds:.0f} s); "
+                  f"{args.runs} runs of {args.images_per_run:,.0f} images: {hours:.1f} h", flush=True)
 
 
 if __name__ == "__main__":
