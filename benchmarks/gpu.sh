@@ -20,7 +20,7 @@ STEP_TIMEOUT="${STEP_TIMEOUT:-240}"  # seconds per measurement: a stuck compile 
 DEVICE="${DEVICE:-cuda}"
 if [ "${SIZES:-full}" = small ]; then
   RESNET="--backbone resnet --depth 8 --base-width 4"; PYRAMIDNET="--backbone pyramidnet --depth 8 --alpha 8"
-  RSTEPS=2; PSTEPS=2; PARITY="--epochs 2 --train-images 512"; PROCESSES="1 2"
+  RSTEPS=2; PSTEPS=2; PARITY="--depth 8 --epochs 2 --train-images 512 --test-images 256"; PROCESSES="1 2"
 else
   RESNET="--backbone resnet --depth 110"; PYRAMIDNET="--backbone pyramidnet --depth 110 --alpha 270"
   RSTEPS=40; PSTEPS=20; PARITY="--epochs 15"; PROCESSES="1 2 4"
@@ -29,6 +29,7 @@ fi
 section() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 bench() {  # bench NAME ARGS...: text to the terminal, JSON kept for the summary
   local name=$1; shift
+  rm -f "$OUT/$name.json"
   if [ -n "${SKIP_COMPILE:-}" ] && [[ " $* " == *" --compile "* ]]; then return; fi
   section "$name"
   timeout "$STEP_TIMEOUT" $PERF bench --device "$DEVICE" --format json "$@" > "$OUT/$name.json" \
@@ -67,9 +68,13 @@ else
   python - "$OUT" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
+def rate(name):
+    try:
+        return json.loads((out / f"{name}.json").read_text())["end_to_end_images_per_second"]
+    except (OSError, ValueError, KeyError):
+        return None  # not measured (failed, timed out or skipped)
 def best(*names):
-    rates = [json.loads((out / f"{n}.json").read_text())["end_to_end_images_per_second"]
-             for n in names if (out / f"{n}.json").exists()]
+    rates = [r for r in map(rate, names) if r]
     return max(rates) if rates else None
 res = best("resnet110-eager", "resnet110-reduce-overhead", "resnet110-max-autotune")
 pyr = best("pyramidnet110-eager", "pyramidnet110-reduce-overhead")

@@ -190,3 +190,15 @@ def test_compiled_run_finishes_and_records_the_resolved_runtime_in_mlflow(workdi
         "default", "fp32", "channels_last", "cpu")  # what ran
     history = client.get_metric_history(run.info.run_id, "test_acc")
     assert len(history) == 1 and 0.0 <= history[0].value <= 1.0
+
+
+def test_parity_verdict_compares_the_mean_difference_with_seed_noise():
+    from auxcli.perf.parity import ParityRun, verdict
+
+    def runs(fp32, bf16):
+        return [ParityRun("fp32", s, a, 1.0) for s, a in enumerate(fp32)] + \
+            [ParityRun("bf16", s, a, 1.0) for s, a in enumerate(bf16)]
+
+    assert "the same within seed noise" in verdict(runs([0.60, 0.64], [0.61, 0.63]))
+    assert "DIFFERENT beyond seed noise" in verdict(runs([0.60, 0.61], [0.50, 0.51]))
+    assert "tolerance 1.00" in verdict(runs([0.60, 0.60], [0.60, 0.60]))  # at least one point

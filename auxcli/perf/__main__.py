@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parity.add_argument("--depth", type=int, default=20)
     parity.add_argument("--epochs", type=int, default=15)
     parity.add_argument("--train-images", type=int, default=20_000)
+    parity.add_argument("--test-images", type=int, default=5_000)
     parity.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     sharing = commands.add_parser("sharing", help="aggregate images/s of K processes on one device")
     sharing.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         from auxcli.perf.parity import precision_parity
 
         runs, verdict = precision_parity(device=args.device, depth=args.depth, epochs=args.epochs,
-                                         train_images=args.train_images, seeds=tuple(args.seeds))
+                                         train_images=args.train_images, test_images=args.test_images,
+                                         seeds=tuple(args.seeds))
         for run in runs:
             print(f"  {run.precision} seed {run.seed}: test acc {100 * run.test_acc:.2f}%  ({run.seconds:.0f} s)")
         print(f"  ResNet-{args.depth}, {args.epochs} epochs: {verdict}", flush=True)

@@ -255,23 +255,24 @@ def format_text(result: BenchResult) -> str:
     """The human-readable report of one measurement."""
     r = result
     ref = r.reference_images_per_second
-    lines = [
-        f"{r.backbone} depth {r.depth}" + (f" alpha {r.alpha:g}" if r.alpha is not None else "")
-        + f", batch {r.batch_size}, {r.steps} steps per pass; {r.device} ({r.device_name}), {r.precision}, "
-        f"{r.memory_format}, compile {r.compile_mode}, {r.threads} threads, torch {r.torch_version}",
-        f"  (a) reference loop (PIL + torchvision, DataLoader {r.workers} workers, fp32 eager) "
-        + (f"{ref:12,.0f} images/s" if ref else "   (skipped)"),
-        f"  (b) auxcli model-only train step {'':40} {r.model_only_images_per_second:12,.0f} images/s",
-        f"  (c) auxcli end to end (train_epoch: augment on the device + steps) {'':8} "
-        f"{r.end_to_end_images_per_second:12,.0f} images/s",
-    ]
+    rates = [(f"(a) reference loop (PIL + torchvision, DataLoader {r.workers} workers, fp32 eager)", ref),
+             ("(b) auxcli model-only train step", r.model_only_images_per_second),
+             ("(c) auxcli end to end (train_epoch: augment on the device + steps)", r.end_to_end_images_per_second)]
+    lines = [f"{r.backbone} depth {r.depth}" + (f" alpha {r.alpha:g}" if r.alpha is not None else "")
+             + f", batch {r.batch_size}, {r.steps} steps per pass; {r.device} ({r.device_name}), {r.precision}, "
+             f"{r.memory_format}, compile {r.compile_mode}, {r.threads} threads, torch {r.torch_version}"]
+    lines += [f"  {label:<78} " + (f"{rate:12,.0f} images/s" if rate else "   (skipped)") for label, rate in rates]
     if r.end_to_end_vs_reference is not None:
         lines.append(f"  (c)/(a) {r.end_to_end_vs_reference:.2f}x the reference loop")
     lines.append(f"  (c)/(b) {r.end_to_end_vs_model_only:.2f}x the model-only step")
-    lines.append(f"  achieved {r.achieved_flops / 1e12:.3f} TFLOP/s = {100 * r.achieved_fraction:.1f}% of "
-                 f"{r.peak_flops / 1e12:.3f} TFLOP/s peak ({r.peak_source}); "
+    lines.append(f"  achieved {_flop_rate(r.achieved_flops)} = {100 * r.achieved_fraction:.1f}% of "
+                 f"{_flop_rate(r.peak_flops)} peak ({r.peak_source}); "
                  f"{r.train_flops_per_image / 1e9:.3f} GFLOP per training image (3 x forward)")
     return "\n".join(lines)
+
+
+def _flop_rate(flops: float) -> str:
+    return f"{flops / 1e12:.1f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:.1f} GFLOP/s"
 
 
 def cpu_name() -> str:
