@@ -25,6 +25,7 @@ SMALL_CONFIGS: dict[str, list[dict]] = {
     "resnet": [{"depth": 8}, {"depth": 14}],
     "pyramidnet": [{"depth": 8, "alpha": 12}],
     "linear": [{"depth": None}],
+    "wrn": [{"depth": 10, "widen_factor": 2, "base_width": 4, "dropout": 0.3}],
 }
 CASES = [pytest.param(name, kw, id=f"{name}-{'-'.join(map(str, kw.values()))}")
          for name in sorted(BACKBONES) for kw in SMALL_CONFIGS.get(name, [{}])]
@@ -127,7 +128,7 @@ def test_network_traces_as_one_graph(name, kw):
 
 
 def test_unknown_backbone_raises_key_error_naming_the_registered_ones():
-    with pytest.raises(KeyError, match="registered: linear, pyramidnet, resnet"):
+    with pytest.raises(KeyError, match="registered: linear, pyramidnet, resnet, wrn"):
         create_backbone(ModelSpec.model_construct(backbone="vgg", depth=16, alpha=None, base_width=16))
     assert issubclass(UnknownBackboneError, KeyError)
 

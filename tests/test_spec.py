@@ -172,7 +172,7 @@ INVALID = [
     ("transfer_with_labels_none",
      "name: x\ntask:\n  labels: none\n  aux: {kind: crop}\ntransfer: {from: a, mode: linear}\n",
      "task.labels", "3:3"),
-    ("unknown_aux_kind", "name: x\ntask:\n  aux: {kind: rotation}\n", "task.aux.kind", "3:9"),
+    ("unknown_aux_kind", "name: x\ntask:\n  aux: {kind: jigsaw}\n", "task.aux.kind", "3:9"),
     ("aux_without_kind", "name: x\ntask:\n  aux: {weight: 1}\n", "task.aux.kind", "3:3"),
     ("unknown_top_level_key", "name: x\noptimizer: adam\n", "optimizer", "2:1"),
     ("unknown_nested_key", "name: x\ntrain:\n  learning_rate: 0.1\n", "train.learning_rate", "3:3"),
