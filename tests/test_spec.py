@@ -244,10 +244,10 @@ def test_unknown_keys_list_the_allowed_keys(workdir):
 
 def test_choice_errors_list_the_choices(workdir):
     _write(workdir, "a.yaml", "name: x\nmodel:\n  backbone: vgg\n")
-    _write(workdir, "b.yaml", "name: x\ntask:\n  aux: {kind: rotation}\n")
+    _write(workdir, "b.yaml", "name: x\ntask:\n  aux: {kind: jigsaw}\n")
     output = _validate("a.yaml", "b.yaml").output
-    assert "'vgg' is not one of the choices; allowed: 'resnet', 'pyramidnet' or 'linear'" in output
-    assert "unknown kind 'rotation'; allowed: kind: 'labelset', 'crop', 'cutout', 'ricap'" in output
+    assert "'vgg' is not one of the choices; allowed: 'resnet', 'pyramidnet', 'linear' or 'wrn'" in output
+    assert "unknown kind 'jigsaw'; allowed: kind: 'labelset', 'crop', 'cutout', 'ricap', 'rotation'" in output
 
 
 def test_location_points_at_the_offending_key_deep_in_a_file(tmp_path):
