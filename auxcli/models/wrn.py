@@ -4,9 +4,9 @@ The backbone on which Cutout (DeVries & Taylor 2017) and RICAP (Takahashi et al.
 CIFAR-100 numbers (WRN-28-10, dropout 0.3). Facts from the paper and the authors' code
 (szagoruyko/wide-residual-networks, pytorch/main.py; the same network as the Cutout and RICAP code):
 
-- depth 6n+4: a 3x3 stem conv (16 channels), three stages of n pre-activation basic blocks with
-  16k, 32k, 64k channels on 32x32, 16x16 and 8x8 maps (stride 2 at the first block of stages 2 and 3),
-  and the classifier; the "+4" counts the stem, the classifier and the two 1x1 projections;
+- depth 6n+4 (the paper's convention, n = (depth - 4) / 6): a 3x3 stem conv (16 channels), three
+  stages of n pre-activation basic blocks with 16k, 32k, 64k channels on 32x32, 16x16 and 8x8 maps
+  (stride 2 at the first block of stages 2 and 3), and the classifier;
 - block (paper Fig. 1c, "B(3,3)"): BN-ReLU-conv3x3-BN-ReLU-[dropout]-conv3x3, added to the shortcut;
 - shortcut: identity when the width and stride stay, else a 1x1 conv (stride 1 or 2) applied to the
   block's *pre-activated* input (BN-ReLU shared with the first conv), as in the official code;
