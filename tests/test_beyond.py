@@ -146,3 +146,37 @@ def test_beyond_suite_runs_end_to_end_and_fills_the_beyond_table(workdir):
     by_label = {row["label"]: row for row in table["rows"]}
     assert by_label["ResNet-110, SLA joint labels, aggregated inference"]["value"] == pytest.approx(
         sla["final_test_acc_aggregated"])
+
+
+def test_beyond_figure_draws_each_spec_and_its_plain_run_dotted():
+    from auxcli.report.plots import report_figures
+
+    records = [_record("beyond-resnet110-plain", 0, final_test_acc=0.7),
+               _record("beyond-sla", 0, final_test_acc=0.73, final_test_acc_aggregated=0.75)]
+    asked: list[tuple[tuple[str, ...], str]] = []
+
+    def fetch(run_ids, metric):
+        asked.append((tuple(run_ids), metric))
+        return {run_id: [(1, 0.1), (2, 0.2)] for run_id in run_ids}
+
+    figures = dict(report_figures(build_report(aggregate(records)), fetch))
+    assert set(figures) == {"beyond-test-acc.png"}
+    lines = figures["beyond-test-acc.png"].axes[0].get_lines()
+    labels = {line.get_label(): line.get_linestyle() for line in lines}
+    assert labels == {"beyond-sla (test acc)": "-", "beyond-sla (test acc aggregated)": "-",
+                      "beyond-resnet110-plain (test acc)": ":"}
+    assert (("beyond-sla-0",), "test_acc_aggregated") in asked
+
+
+def test_generic_rows_describe_sla_and_wide_resnets():
+    from auxcli.report.tables import describe_model, describe_task
+    from auxcli.tracking import flatten
+
+    sla = flatten(Spec(name="s", task={"joint": "sla"}, augment={"rotation": {}}).to_plain())
+    assert describe_task({k: str(v) for k, v in sla.items()}) == "gt x rotation (SLA joint)"
+    rotation = flatten(Spec(name="r", task={"aux": {"kind": "rotation"}}, augment={"rotation": {}}).to_plain())
+    assert describe_task({k: str(v) for k, v in rotation.items()}) == "gt + rotation"
+    wrn = flatten(Spec(name="w", model={"backbone": "wrn", "depth": 28, "widen_factor": 10}).to_plain())
+    assert describe_model({k: str(v) for k, v in wrn.items()}) == "wrn-28-10"
+    assert describe_model({"model.backbone": "resnet", "model.depth": "110", "model.widen_factor": "null"}) \
+        == "resnet-110"

@@ -66,6 +66,7 @@ class BeyondRow:
     baseline_n: int
     delta_pp: float | None  # ours - plain, percentage points
     run_ids: list[str]
+    baseline_run_ids: list[str]
     missing_command: str | None  # how to produce the missing run(s)
 
 
@@ -118,7 +119,7 @@ def _table(suite: str, by_key: dict, agg: Aggregate) -> BeyondTable:
             baseline_spec=base_name, baseline=b.mean if b else None, baseline_std=b.std if b else None,
             baseline_n=base_group.n if base_group else 0,
             delta_pp=round((s.mean - b.mean) * 100, 4) if s and b else None,
-            run_ids=(group.run_ids if group else []) + (base_group.run_ids if base_group else []),
+            run_ids=group.run_ids if group else [], baseline_run_ids=base_group.run_ids if base_group else [],
             missing_command="; ".join(dict.fromkeys(missing)) or None,
         ))
     title = "Beyond the study: harder auxiliary tasks and WRN-28-10, test acc vs the plain run"

@@ -220,7 +220,8 @@ def _csv(report: Report) -> str:
                 "value": blank(row.value), "std": blank(row.std), "n": row.n,
                 "delta_pp": blank(row.delta_pp), "source": blank(row.baseline_spec),
                 "baseline": blank(row.baseline), "baseline_n": row.baseline_n,
-                "run_ids": " ".join(row.run_ids), "missing_command": blank(row.missing_command),
+                "run_ids": " ".join(row.run_ids + row.baseline_run_ids),
+                "missing_command": blank(row.missing_command),
             })
     for row in report.generic:
         for metric, label in GENERIC_METRICS:

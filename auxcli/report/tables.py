@@ -193,6 +193,8 @@ def describe_task(params: dict[str, str]) -> str:
     """`gt`, `gt + cutout`, `cutout alone`, `gt + labelset(superclass)` from flattened params."""
     labels = params.get("task.labels", "?")
     kind = params.get("task.aux.kind")
+    if params.get("task.joint") == "sla":
+        return f"{labels} x rotation (SLA joint)"
     if not kind or kind == "null":
         return labels
     if kind == "labelset":
@@ -203,7 +205,9 @@ def describe_task(params: dict[str, str]) -> str:
 def describe_model(params: dict[str, str]) -> str:
     backbone = params.get("model.backbone", "?")
     depth = params.get("model.depth")
-    return backbone if not depth or depth == "null" else f"{backbone}-{depth}"
+    name = backbone if not depth or depth == "null" else f"{backbone}-{depth}"
+    widen = params.get("model.widen_factor")
+    return name if not widen or widen == "null" else f"{name}-{widen}"  # wrn-28-10
 
 
 def _generic_row(name: str, spec: SpecRef | None, agg: Aggregate) -> GenericRow:
