@@ -208,3 +208,25 @@ def test_build_tasks_for_rotation_and_sla_specs() -> None:
     assert type(build_tasks(every, 100)[0]) is ClassificationTask
     (sla,) = build_tasks(Spec(name="s", task={"joint": "sla"}, augment={"rotation": {}}), 100)
     assert isinstance(sla, JointRotationTask) and sla.num_classes == 100 and sla.eval_views is not None
+
+
+def test_main_head_beside_rotation_keeps_ricap_mixed_labels_of_the_unrotated_copies() -> None:
+    from auxcli.tasks import mixed_cross_entropy
+
+    spec = Spec(name="rr", task={"aux": {"kind": "rotation"}}, augment={"ricap": {}, "rotation": {}})
+    augment = build_train_augment(spec.augment, torch.full((3,), 0.5), torch.full((3,), 0.25))
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=g)
+    out, targets = augment(images, Targets({"main": torch.randint(0, 5, (6,), generator=g)}), g)
+    assert out.shape[0] == 24 and targets.classes["main"].shape == (24, 4) and targets.mix_weights.shape == (24, 4)
+    main, aux = build_tasks(spec, 5)
+    logits = torch.randn(24, 5)
+    torch.testing.assert_close(main.loss(logits, targets),
+                               mixed_cross_entropy(logits[:6], targets.classes["main"][:6], targets.mix_weights[:6]))
+    assert aux.loss(torch.randn(24, 4), targets).isfinite()
+
+
+def test_rotation_alone_trains_only_the_rotation_head() -> None:
+    (task,) = build_tasks(Spec(name="rotnet", task={"labels": "none", "aux": {"kind": "rotation"}},
+                               augment={"rotation": {"copies": "one"}}), 100)
+    assert isinstance(task, RotationTask) and task.label_set is None
