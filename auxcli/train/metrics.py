@@ -6,7 +6,7 @@ head, clean test images), `test_acc`, `lr`, `epoch_seconds` (train + test), `eva
 `test_aux_loss`, `test_aux_acc` and, for segmentation, `train_aux_miou`/`test_aux_miou`; with SLA's joint
 head (`task.joint: sla`) `train_acc`/`test_acc` are single inference (rotation 0), plus
 `train_acc_aggregated`/`test_acc_aggregated` (mean of the four rotations' joint logits) and
-`train_joint_acc`/`test_joint_acc`. Summary:
+`train_joint_acc`/`test_joint_acc` (its `test_loss` is the joint loss over the four rotations). Summary:
 `final_*` of the last epoch (the study reports the final epoch), `best_test_acc` and `best_epoch`.
 Accuracies are fractions in [0, 1].
 """
