@@ -230,3 +230,16 @@ def test_rotation_alone_trains_only_the_rotation_head() -> None:
     (task,) = build_tasks(Spec(name="rotnet", task={"labels": "none", "aux": {"kind": "rotation"}},
                                augment={"rotation": {"copies": "one"}}), 100)
     assert isinstance(task, RotationTask) and task.label_set is None
+
+
+def test_tasks_asking_for_different_test_views_in_one_pass_are_refused() -> None:
+    from dataclasses import replace
+
+    from auxcli.train.loop import eval_views
+
+    sla = JointRotationTask("gt", 5)
+    other = replace(JointRotationTask("gt", 5, name="aux"), eval_views=lambda images, targets: (images, targets))
+    assert eval_views([ClassificationTask("main", "gt", 5)]) is None
+    assert eval_views([sla, ClassificationTask("aux", "gt", 5)]) is sla.eval_views
+    with pytest.raises(ValueError, match="different test views"):
+        eval_views([sla, other])
