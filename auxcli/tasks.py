@@ -236,14 +236,15 @@ def all_rotations(images: torch.Tensor, targets: Targets) -> tuple[torch.Tensor,
 
 
 def joint_labels(classes: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
-    """SLA's joint label of (class, rotation): class * 4 + rotation (Lee et al. 2020, eq. 4)."""
+    """SLA's joint label of (class, rotation): class * 4 + rotation (Lee et al. 2020: one label per pair of
+    original label and transformation)."""
     return classes * NUM_ROTATIONS + rotation
 
 
 def aggregated_logits(joint_output: torch.Tensor, rotation: torch.Tensor, source: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SLA's aggregated inference (Lee et al. 2020, eq. 6): for every source image and class c, the mean over
-    its copies x_k (rotated k quarter turns) of the joint logit z(c, k) on x_k.
+    """SLA's aggregated inference (Lee et al. 2020): for every source image and class c, the mean over its
+    copies x_k (rotated k quarter turns) of the joint logit z(c, k) on x_k; the class is its argmax.
 
     `joint_output` (M, C * 4), `rotation` and `source` (M,) as recorded by `rotate_copies`. Returns (M, C)
     logits indexed by source image (rows of indices no copy names are 0) and the copies per row (M,).

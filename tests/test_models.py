@@ -266,3 +266,21 @@ def test_reference_cifar_resnet_weights_load_and_give_the_same_outputs():
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)["main"], reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_describe_backbones_lists_wrn_28_10_and_keeps_backbones_that_can_have_the_depth():
+    rows = describe_backbones(backbone=None, depth=None, alpha=None, classes=100)
+    wrn = next(r for r in rows if r["backbone"] == "wrn")
+    assert (wrn["depth"], wrn["widen_factor"], wrn["parameters"]) == (28, 10, 36_536_884)
+    assert [r["backbone"] for r in describe_backbones(depth=28)] == ["wrn"]  # 28 is no 6n+2
+    assert "wrn" not in {r["backbone"] for r in describe_backbones(depth=20)}  # 20 is no 6n+4
+    (small,) = describe_backbones(backbone="wrn", depth=16, widen_factor=4)
+    assert small["feature_width"] == 256 and small["widen_factor"] == 4
+
+
+def test_cli_models_takes_a_widen_factor():
+    result = CliRunner().invoke(app, ["models", "--backbone", "wrn", "--depth", "28", "--widen-factor", "10"])
+    assert result.exit_code == 0, result.output
+    assert "36,536,884" in result.output
+    result = CliRunner().invoke(app, ["models", "--backbone", "wrn", "--depth", "26", "--widen-factor", "2"])
+    assert result.exit_code == 2 and "6n+4" in result.stderr

@@ -2,8 +2,8 @@
 al. 2020, "Self-supervised label augmentation via input transformations").
 
 Both papers put all four rotations (0, 90, 180, 270 degrees) of every image in the batch (`copies="all"`;
-RotNet: "we found it beneficial to feed all four rotated copies of an image simultaneously"); `copies="one"`
-draws one rotation per image instead, keeping the batch size. Rotations are counterclockwise as the image is
+RotNet reports this works better than sampling one rotation per image); `copies="one"` draws one rotation
+per image instead, keeping the batch size. Rotations are counterclockwise as the image is
 displayed (row 0 on top): `torch.rot90(x, k, dims=(-2, -1))`, whose label is k.
 
 The batch changes size with `copies="all"`, so every per-image target is carried along: class labels,

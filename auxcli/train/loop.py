@@ -96,7 +96,7 @@ def train_step(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.O
     return loss.detach()
 
 
-def eval_views(tasks: Sequence[Task]):
+def eval_views(tasks: Sequence[Task]) -> Callable[[torch.Tensor, Targets], tuple[torch.Tensor, Targets]] | None:
     """The one test view transform the tasks ask for (`Task.eval_views`), or None; tasks scored in one pass
     see the same images, so two different ones are an error."""
     # getattr: a task written before `eval_views` joined the interface is scored on the batch as given
