@@ -56,8 +56,9 @@ class Provenance:
                 argv: Sequence[str] | None = None) -> Provenance:
         sources = tuple((str(p), p.read_text(encoding="utf-8")) for p in spec_sources(Path(spec_file))
                         ) if spec_file else ()
-        return cls(None if spec_file is None else str(spec_file), sources, tuple(overrides),
-                   tuple(sys.argv if argv is None else argv))
+        if argv is None:  # `python -m auxcli` puts the path of __main__.py first: say what the user typed
+            argv = ["auxcli" if Path(sys.argv[0]).name in ("__main__.py", "auxcli") else sys.argv[0], *sys.argv[1:]]
+        return cls(None if spec_file is None else str(spec_file), sources, tuple(overrides), tuple(argv))
 
 
 def spec_sources(path: Path) -> list[Path]:

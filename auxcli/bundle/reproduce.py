@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ DEFAULT_TOLERANCES: dict[str, tuple[str, float]] = {"acc": ("abs", 0.01), "miou"
                                                      "loss": ("rel", 0.05), "lr": ("rel", 1e-9),
                                                      "epoch": ("abs", 0.0)}
 OTHER_TOLERANCE = ("rel", 0.01)
-UNCOMPARED = ("seconds", "per_second", "mlflow_run_id", "spec_name", "seed")
+UNCOMPARED = ("seconds", "per_second", "mlflow_run_id", "spec_name", "seed")  # substrings; and `epoch`
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ def _run(spec, seed: int, stop: int | None, recorded: Path):
     from auxcli.bundle.record import Provenance
     from auxcli.train.runner import run_seed
 
-    provenance = Provenance(str(recorded / "spec.resolved.yaml"), (), (), tuple(sys.argv))
+    provenance = Provenance.capture(recorded / "spec.resolved.yaml")
     return run_seed(spec, seed, force=True, provenance=provenance, stop_after_epoch=stop)
 
 
@@ -281,7 +280,7 @@ def read_history(text: str) -> list[dict[str, float]]:
 
 
 def _uncompared(metric: str) -> bool:
-    return any(part in metric for part in UNCOMPARED)
+    return metric == "epoch" or any(part in metric for part in UNCOMPARED)
 
 
 def _tolerance(metric: str, recorded: float, tolerance: float | None, exact: bool) -> float:
