@@ -252,11 +252,15 @@ def test_changed_data_is_an_error_unless_allowed(good):
         record = json.loads(files["runs/pre/seed-0/repro/data.json"])
         record["files"]["train"]["sha256"] = "0" * 64
         files["runs/pre/seed-0/repro/data.json"] = json.dumps(record).encode()
+        environment = json.loads(files["runs/pre/seed-0/repro/environment.json"])
+        environment["torch"] = "0.0.1"
+        files["runs/pre/seed-0/repro/environment.json"] = json.dumps(environment).encode()
 
     bundle = _forged(good, good.with_name("otherdata.tar.gz"), edit)
     result = invoke("reproduce", bundle, "--runs-dir", "rd-data")
     assert result.exit_code == 2, result.output
     assert "data files differ" in result.output and "train" in result.output and "--allow-data-change" in result.output
+    assert "environment torch: recorded 0.0.1, now" in result.output  # the differences come first
     assert not (good.parent / "rd-data" / "pre").exists()
 
 
@@ -308,3 +312,22 @@ def test_epochs_1_compares_only_epoch_1(good):
     bad = [row for row in table_rows(full.output, "pre-s0") if row[-1] == "NO"]
     assert [row[1] for row in bad] == ["test_loss"]
     assert abs(float(bad[0][5]) - 0.5) < 1e-6
+
+
+@pytest.mark.slow
+def test_reproduce_starts_a_transfer_from_the_bundled_source_weights(at):
+    assert invoke("bundle", "runs/probe/seed-0", "--with-weights", "-o", "chain-weights.tar.gz").exit_code == 0
+    result = invoke("reproduce", "chain-weights.tar.gz", "--epochs", "1", "--runs-dir", "rd-weights")
+    assert result.exit_code == 0, result.output
+    assert {row[2] for row in table_rows(result.output, "probe-s0")} == {"1"}
+    assert {row[2] for row in table_rows(result.output, "pre-s0")} == {"1"}
+    store = client(at)
+    experiment = store.get_experiment_by_name("auxcli-reproduce")
+    probe = [r for r in store.search_runs([experiment.experiment_id])
+             if r.data.tags.get("auxcli.transfer.checkpoint", "").startswith(str((at / "rd-weights").resolve()))]
+    assert len(probe) == 1
+    tags = probe[0].data.tags
+    assert tags["auxcli.transfer.checkpoint"].endswith("rd-weights/_bundle/runs/pre/seed-0/final.pt")
+    recorded = json.loads((at / "runs" / "probe" / "seed-0" / "repro" / "provenance.json").read_text())
+    assert tags["auxcli.transfer.checkpoint_sha256"] == recorded["transfer"]["auxcli.transfer.checkpoint_sha256"]
+    assert tags["auxcli.stopped_after_epoch"] == "1"

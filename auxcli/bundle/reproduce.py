@@ -95,11 +95,15 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
     needed_whole = {r["transfer_source"] for r in order if r.get("transfer_source")
                     and not _has_weights(bundle, r["transfer_source"])}
     specs = {r["path"]: bundled_spec(extracted, r, bundle, runs_dir) for r in order}
+    data_changes = []
     for entry in order:
-        spec = specs[entry["path"]]
-        recorded = extracted / entry["path"]
-        for line in differences(recorded, spec, allow_data_change):
+        lines, data_change = differences(extracted / entry["path"], specs[entry["path"]])
+        for line in lines:
             echo(line)
+        data_changes += [data_change] if data_change else []
+    if data_changes and not allow_data_change:
+        raise DataError(" ".join(data_changes) + ". The runs would not reproduce the result; restore the recorded "
+                        "data or pass --allow-data-change to re-run anyway.")
     for entry in order:
         spec = specs[entry["path"]]
         stop = epochs if entry["path"] not in needed_whole else None
@@ -179,8 +183,9 @@ def _run(spec, seed: int, stop: int | None, recorded: Path):
 
 # ---------------------------------------------------------------------------------------------- differences
 
-def differences(recorded: Path, spec, allow_data_change: bool) -> list[str]:
-    """Lines saying how this machine differs from the recorded environment, code and data."""
+def differences(recorded: Path, spec) -> tuple[list[str], str | None]:
+    """Lines saying how this machine differs from the recorded environment, code and data, and a sentence
+    naming the data files that differ (None when they are as recorded)."""
     from auxcli.bundle.record import code_state, data_record, environment, runtime_choices
     from auxcli.data.load import load_data
     from auxcli.train.runtime import resolve_runtime
@@ -188,7 +193,7 @@ def differences(recorded: Path, spec, allow_data_change: bool) -> list[str]:
     record = recorded / RECORD_DIR
     label = recorded.relative_to(recorded.parents[2]).as_posix()
     if not (record / "environment.json").is_file():
-        return [f"{label}: no repro/ record (run finished before records existed); differences unknown"]
+        return [f"{label}: no repro/ record (run finished before records existed); differences unknown"], None
     lines = []
     env_then = json.loads((record / "environment.json").read_text())
     env_now = environment(runtime_choices(spec, resolve_runtime(spec.runtime)))
@@ -215,16 +220,14 @@ def differences(recorded: Path, spec, allow_data_change: bool) -> list[str]:
     files_then, files_now = data_then.get("files", {}), data_now.get("files", {})
     differing = sorted(k for k in set(files_then) | set(files_now)
                        if (files_then.get(k) or {}).get("sha256") != (files_now.get(k) or {}).get("sha256"))
+    data_change = None
     if differing:
-        message = (f"{label}: data files differ from the recorded ones in {data_now['folder']}: "
-                   + ", ".join(differing))
-        if not allow_data_change:
-            raise DataError(message + ". The run would not reproduce the result; restore the recorded data "
-                            "or pass --allow-data-change to re-run anyway.")
-        lines.append(message)
+        data_change = (f"{label}: data files differ from the recorded ones in {data_now['folder']}: "
+                       + ", ".join(differing))
+        lines.append(data_change)
     if not lines:
         lines.append(f"{label}: environment, code and data as recorded")
-    return lines
+    return lines, data_change
 
 
 # ---------------------------------------------------------------------------------------------- comparing
