@@ -52,6 +52,7 @@ def trained(tmp_path_factory):
         mp.setattr(sys, "argv", ["auxcli", *argv])  # what a shell would pass; CliRunner leaves sys.argv alone
         result = invoke(*argv)
         assert result.exit_code == 0, result.output
+    _reset_determinism()
     return root
 
 
@@ -59,7 +60,15 @@ def trained(tmp_path_factory):
 def at(trained, monkeypatch):
     monkeypatch.chdir(trained)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return trained
+    yield trained
+    _reset_determinism()  # the runs here are deterministic; later tests in this process expect the default
+
+
+def _reset_determinism() -> None:
+    import torch
+
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = False
 
 
 def client(root: Path) -> MlflowClient:
@@ -331,3 +340,31 @@ def test_reproduce_starts_a_transfer_from_the_bundled_source_weights(at):
     recorded = json.loads((at / "runs" / "probe" / "seed-0" / "repro" / "provenance.json").read_text())
     assert tags["auxcli.transfer.checkpoint_sha256"] == recorded["transfer"]["auxcli.transfer.checkpoint_sha256"]
     assert tags["auxcli.stopped_after_epoch"] == "1"
+
+
+def test_reproduce_never_overwrites_the_original_runs(good):
+    before = (good.parent / "runs" / "pre" / "seed-0" / "metrics.json").read_bytes()
+    result = invoke("reproduce", good, "--runs-dir", "runs")
+    assert result.exit_code == 2, result.output
+    assert "pre/seed-0" in result.output and "fresh --runs-dir" in result.output
+    assert (good.parent / "runs" / "pre" / "seed-0" / "metrics.json").read_bytes() == before
+    assert not (good.parent / "runs" / "_bundle").exists()
+
+
+def test_deterministic_runtime_sets_and_clears_the_flags(monkeypatch):
+    import torch
+
+    from auxcli.spec import RuntimeSpec
+    from auxcli.train.runtime import resolve_runtime
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")  # so that monkeypatch restores the variable's absence
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        resolve_runtime(RuntimeSpec(device="cpu", deterministic=True))
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark
+        assert __import__("os").environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        resolve_runtime(RuntimeSpec(device="cpu", deterministic=False))  # the next spec in the same process
+        assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    finally:
+        _reset_determinism()

@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -198,7 +199,8 @@ def _read_manifest(path: Path, tar: tarfile.TarFile, info: tarfile.TarInfo) -> d
 
 def extract_bundle(bundle: VerifiedBundle, dest: Path) -> Path:
     """Extract a verified bundle into `dest` (data filter, listed members only), re-checking each file."""
-    dest.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(dest, ignore_errors=True)  # no stale files from an earlier extraction
+    dest.mkdir(parents=True)
     listed = bundle.manifest["members"]
     for tar, info in _members(bundle.path):
         _check_member(info, bundle.path)

@@ -37,6 +37,7 @@ class BundledRun:
     mlflow: dict[str, Any]
     role: str = "target"  # target | source
     transfer_source: str | None = None  # member folder of the source run, when bundled
+    store_uri: str | None = None  # the MLflow store it was found in (not written: it may hold a password)
 
     @property
     def member_dir(self) -> str:
@@ -181,7 +182,7 @@ def local_run(folder: Path, tracking_uri: str | None) -> BundledRun:
     run_id = metrics.get("mlflow_run_id")
     uri = tracking_uri or (spec.get("tracking") or {}).get("uri")
     return BundledRun(metrics.get("spec_name") or spec["name"], int(metrics.get("seed", _seed_of(folder))),
-                      folder, run_id, mlflow_info(run_id, uri, spec))
+                      folder, run_id, mlflow_info(run_id, uri, spec), store_uri=uri)
 
 
 def mlflow_run(run_id: str, tracking_uri: str | None, downloads: Path) -> BundledRun:
@@ -207,7 +208,7 @@ def mlflow_run(run_id: str, tracking_uri: str | None, downloads: Path) -> Bundle
         raise BundleError(f"MLflow run {run_id} has no metrics.json artifact: only finished auxcli runs can "
                           "be bundled.")
     metrics = json.loads((folder / "metrics.json").read_text())
-    return BundledRun(metrics["spec_name"], int(metrics["seed"]), folder, run_id, info)
+    return BundledRun(metrics["spec_name"], int(metrics["seed"]), folder, run_id, info, store_uri=uri)
 
 
 def mlflow_info(run_id: str | None, uri: str | None, spec: dict) -> dict[str, Any]:
@@ -253,7 +254,7 @@ def find_source(run: BundledRun, tracking_uri: str | None, downloads: Path) -> B
             return local
     if source_id and RUN_ID.match(source_id):
         try:
-            return mlflow_run(source_id, tracking_uri or run.mlflow.get("tracking_uri"), downloads)
+            return mlflow_run(source_id, tracking_uri or run.store_uri, downloads)
         except BundleError:
             pass
     raise BundleError(f"{run.folder}: the transfer source of {run.name} seed {run.seed} (MLflow run "

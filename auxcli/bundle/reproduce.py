@@ -31,6 +31,7 @@ from auxcli.bundle.record import RECORD_DIR
 from auxcli.errors import BundleError, DataError
 
 EXPERIMENT_SUFFIX = "-reproduce"
+BUNDLE_DIR = "_bundle"  # where the verified bundle is extracted, inside the runs folder
 # Allowed |recorded - reproduced| when bits cannot be expected to match (GPU without determinism, another
 # device type): accuracies 1 percentage point, losses 5% of the recorded value, the learning rate 1e-9.
 DEFAULT_TOLERANCES: dict[str, tuple[str, float]] = {"acc": ("abs", 0.01), "miou": ("abs", 0.01),
@@ -89,7 +90,8 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
     bundle = verify_bundle(path)
     echo(bundle_summary(bundle))
     runs_dir = Path(runs_dir or f"reproduce-{bundle.id[:12]}")
-    extracted = extract_bundle(bundle, runs_dir / "_bundle")
+    check_fresh(runs_dir, bundle)
+    extracted = extract_bundle(bundle, runs_dir / BUNDLE_DIR)
     result = ReproduceResult(bundle)
     order = run_order(bundle.runs)
     needed_whole = {r["transfer_source"] for r in order if r.get("transfer_source")
@@ -123,6 +125,20 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
     echo(f"{len(result.comparisons) - bad} of {len(result.comparisons)} metrics within tolerance"
          + ("" if bad == 0 else f"; {bad} outside"))
     return result
+
+
+def check_fresh(runs_dir: Path, bundle: VerifiedBundle) -> None:
+    """Re-runs retrain with --force: refuse a runs folder that holds these runs from anything but an
+    earlier reproduction of this same bundle, so that no original run is overwritten."""
+    from auxcli.bundle.archive import MANIFEST
+
+    earlier = runs_dir / BUNDLE_DIR / MANIFEST
+    if earlier.is_file() and json.loads(earlier.read_text()).get("bundle_id") == bundle.id:
+        return
+    taken = [r["path"] for r in bundle.runs if (runs_dir / r["name"] / f"seed-{r['seed']}").exists()]
+    if taken:
+        raise BundleError(f"{runs_dir}/ already holds {taken[0].removeprefix('runs/')}, which reproducing would "
+                          "overwrite; pass a fresh --runs-dir.")
 
 
 def run_order(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
