@@ -368,3 +368,30 @@ def test_deterministic_runtime_sets_and_clears_the_flags(monkeypatch):
         assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
     finally:
         _reset_determinism()
+
+
+def test_record_finds_extends_bases_once_and_dvc_md5(tmp_path):
+    from auxcli.bundle.record import data_record, spec_sources
+    from auxcli.spec import DataSpec
+
+    (tmp_path / "common").mkdir()
+    (tmp_path / "common" / "_a.yaml").write_text("extends: ../_b.yaml\ntrain: {epochs: 3}\n")
+    (tmp_path / "_b.yaml").write_text("extends: common/_a.yaml\n")  # a cycle: the loader reports it, not us
+    (tmp_path / "spec.yaml").write_text("extends: [common/_a.yaml, _b.yaml]\nname: x\n")
+    expected = [tmp_path / "spec.yaml", tmp_path / "common" / "_a.yaml", tmp_path / "_b.yaml"]
+    assert [p.resolve() for p in spec_sources(tmp_path / "spec.yaml")] == [p.resolve() for p in expected]
+
+    folder = tmp_path / "data" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    (folder / "train").write_bytes(b"abc")
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123456789abcdef.dir\n  path: data\n")
+    record = data_record(DataSpec(dataset="cifar100", root=str(tmp_path / "data")), {"train": 1})
+    assert record["files"] == {"train": {"sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                                         "size": 3}}
+    assert record["dvc"] == {"file": (tmp_path / "data.dvc").as_posix(), "md5": "0123456789abcdef.dir"}
+    assert record["split_sizes"] == {"train": 1}
+
+
+def test_bundle_of_an_unknown_mlflow_run_is_refused(at):
+    result = invoke("bundle", "runs:/" + "f" * 32)
+    assert result.exit_code == 2 and "ffffffff" in result.output and "Traceback" not in result.output
