@@ -244,6 +244,8 @@ def test_check_only_on_a_good_bundle_exits_0_without_training(good):
     result = invoke("reproduce", good, "--check-only")
     assert result.exit_code == 0, result.output
     assert "verified" in result.output and "runs/pre/seed-0" in result.output
+    final = json.loads((good.parent / "runs" / "pre" / "seed-0" / "metrics.json").read_text())["final_test_acc"]
+    assert f"final_test_acc {final:.4g}" in result.output
     assert not list(good.parent.glob("reproduce-*"))
 
 

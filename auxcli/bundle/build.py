@@ -75,12 +75,12 @@ def build_bundle(targets: Sequence[str], out: Path | None = None, *, with_weight
         downloads = Path(tmp)
         runs: dict[tuple[str, int], BundledRun] = {}
         for target in targets:
-            for run in resolve_target(target, tracking_uri, downloads):
+            for run in resolve_target(target, tracking_uri, downloads, with_weights):
                 _add_run(runs, run)
         queue = list(runs.values())
         while queue:  # transfer sources, and their sources
             run = queue.pop()
-            source = find_source(run, tracking_uri, downloads)
+            source = find_source(run, tracking_uri, downloads, with_weights)
             if source is None:
                 continue
             key = (source.name, source.seed)
@@ -115,8 +115,10 @@ def _add_run(runs: dict[tuple[str, int], BundledRun], run: BundledRun) -> None:
 
 def _entry(run: BundledRun, with_weights: bool) -> dict[str, Any]:
     tags = run.transfer_tags
+    metrics = json.loads((run.folder / "metrics.json").read_text())
     return {
         "name": run.name, "seed": run.seed, "path": run.member_dir, "role": run.role,
+        "metrics": {k: v for k, v in sorted(metrics.items()) if k.startswith(("final_", "best_"))},
         "mlflow_run_id": run.run_id, "experiment": run.mlflow.get("experiment"),
         "weights": with_weights and run.final is not None,
         "record": (run.folder / RECORD_DIR / "environment.json").is_file(),
@@ -146,7 +148,8 @@ def run_members(run: BundledRun, with_weights: bool) -> dict[str, Content]:
 
 # ---------------------------------------------------------------------------------------------- targets
 
-def resolve_target(target: str, tracking_uri: str | None, downloads: Path) -> list[BundledRun]:
+def resolve_target(target: str, tracking_uri: str | None, downloads: Path, weights: bool = False
+                   ) -> list[BundledRun]:
     """A run folder, a folder of seeds, `runs:/<id>` or a bare run id, a spec file, or a spec name."""
     path = Path(target)
     if path.is_dir():
@@ -157,7 +160,7 @@ def resolve_target(target: str, tracking_uri: str | None, downloads: Path) -> li
             return [local_run(p, tracking_uri) for p in seeds]
         raise BundleError(f"{target}: not a finished run folder (no metrics.json); finish the run first.")
     if target.startswith("runs:/") or RUN_ID.match(target):
-        return [mlflow_run(target.removeprefix("runs:/").split("/")[0], tracking_uri, downloads)]
+        return [mlflow_run(target.removeprefix("runs:/").split("/")[0], tracking_uri, downloads, weights)]
     if path.suffix in (".yaml", ".yml") or path.is_file():
         from auxcli.runfolder import RunFolder
         from auxcli.specfile import load_spec
@@ -185,9 +188,9 @@ def local_run(folder: Path, tracking_uri: str | None) -> BundledRun:
                       folder, run_id, mlflow_info(run_id, uri, spec), store_uri=uri)
 
 
-def mlflow_run(run_id: str, tracking_uri: str | None, downloads: Path) -> BundledRun:
+def mlflow_run(run_id: str, tracking_uri: str | None, downloads: Path, weights: bool = False) -> BundledRun:
     """A finished run's files, downloaded from its `spec.resolved.yaml`, `metrics.json`, `history.csv`,
-    `repro/` and `model/final.pt` artifacts."""
+    `repro/` and (with `weights`) `model/final.pt` artifacts."""
     from mlflow.artifacts import download_artifacts
 
     from auxcli.tracking import resolve_tracking_uri
@@ -199,7 +202,7 @@ def mlflow_run(run_id: str, tracking_uri: str | None, downloads: Path) -> Bundle
                           "--tracking-uri or set MLFLOW_TRACKING_URI.")
     folder = downloads / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    for artifact in (*RUN_FILES, RECORD_DIR, "model/final.pt"):
+    for artifact in (*RUN_FILES, RECORD_DIR, *(["model/final.pt"] if weights else [])):
         try:
             download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(folder), tracking_uri=uri)
         except Exception:  # absent artifacts are reported below (run files) or tolerated (record, weights)
@@ -239,7 +242,8 @@ def mlflow_info(run_id: str | None, uri: str | None, spec: dict) -> dict[str, An
     return info
 
 
-def find_source(run: BundledRun, tracking_uri: str | None, downloads: Path) -> BundledRun | None:
+def find_source(run: BundledRun, tracking_uri: str | None, downloads: Path, weights: bool = False
+                ) -> BundledRun | None:
     """The run a transfer started from: its run folder when that still holds the same MLflow run, else the
     MLflow run by id; None for `from: init` or a checkpoint that no run produced."""
     tags = run.transfer_tags
@@ -254,7 +258,7 @@ def find_source(run: BundledRun, tracking_uri: str | None, downloads: Path) -> B
             return local
     if source_id and RUN_ID.match(source_id):
         try:
-            return mlflow_run(source_id, tracking_uri or run.store_uri, downloads)
+            return mlflow_run(source_id, tracking_uri or run.store_uri, downloads, weights)
         except BundleError:
             pass
     raise BundleError(f"{run.folder}: the transfer source of {run.name} seed {run.seed} (MLflow run "
@@ -285,6 +289,7 @@ def report_markdown(runs: list[BundledRun]) -> str:
             metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k != "seed"},
             params=params, tags=tags))
     report = build_report(aggregate(records))
+    report.tables = [t for t in report.tables if any(row.n for row in t.rows)]  # only tables with bundled runs
     listing = "\n".join(f"- `{r.member_dir}` ({r.role}): MLflow run `{r.run_id}`, experiment "
                         f"`{r.mlflow.get('experiment')}`" + (f", transfer from `{r.transfer_source}`"
                                                               if r.transfer_source else "") for r in runs)

@@ -31,6 +31,7 @@ from auxcli.bundle.record import RECORD_DIR
 from auxcli.errors import BundleError, DataError
 
 EXPERIMENT_SUFFIX = "-reproduce"
+SUMMARY_SHOWN = ("final_test_acc", "final_test_aux_acc", "best_test_acc")
 BUNDLE_DIR = "_bundle"  # where the verified bundle is extracted, inside the runs folder
 # Allowed |recorded - reproduced| when bits cannot be expected to match (GPU without determinism, another
 # device type): accuracies 1 percentage point, losses 5% of the recorded value, the learning rate 1e-9.
@@ -78,6 +79,7 @@ def bundle_summary(bundle: VerifiedBundle) -> str:
             extra.append("with weights")
         if run.get("transfer_source"):
             extra.append(f"transfer from {run['transfer_source']}")
+        extra += [f"{k} {v:.4g}" for k, v in (run.get("metrics") or {}).items() if k in SUMMARY_SHOWN]
         lines.append(f"  {run['path']}: " + ", ".join(extra))
     return "\n".join(lines)
 
@@ -113,8 +115,6 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
             echo(f"{entry['path']}: trained in full, since a bundled transfer starts from its weights "
                  "and the bundle does not hold them")
         outcome = _run(spec, entry["seed"], stop, extracted / entry["path"])
-        if entry["role"] == "source" and stop is None and epochs is not None:
-            continue  # trained only to feed a transfer; compared when --epochs is not given
         result.comparisons += compare_run(f"{entry['name']}-s{entry['seed']}", extracted / entry["path"],
                                           outcome, epochs, tolerance, spec)
     rows = [(c.run, c.metric, c.epochs, _num(c.recorded), _num(c.reproduced), _num(c.difference),
