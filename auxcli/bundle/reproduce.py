@@ -29,6 +29,7 @@ from typing import Any
 from auxcli.bundle.archive import VerifiedBundle, extract_bundle, verify_bundle
 from auxcli.bundle.record import RECORD_DIR
 from auxcli.errors import BundleError, DataError
+from auxcli.spec import DataSpec
 
 EXPERIMENT_SUFFIX = "-reproduce"
 SUMMARY_SHOWN = ("final_test_acc", "final_test_aux_acc", "best_test_acc")
@@ -100,8 +101,12 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
                     and not _has_weights(bundle, r["transfer_source"])}
     specs = {r["path"]: bundled_spec(extracted, r, bundle, runs_dir) for r in order}
     data_changes = []
+    data_now: dict[DataSpec, dict[str, Any]] = {}  # once per data set: a bundle's runs often share one
     for entry in order:
-        lines, data_change = differences(extracted / entry["path"], specs[entry["path"]])
+        spec = specs[entry["path"]]
+        if spec.data not in data_now:
+            data_now[spec.data] = current_data(spec.data)
+        lines, data_change = differences(extracted / entry["path"], spec, data_now[spec.data])
         for line in lines:
             echo(line)
         data_changes += [data_change] if data_change else []
@@ -199,11 +204,10 @@ def _run(spec, seed: int, stop: int | None, recorded: Path):
 
 # ---------------------------------------------------------------------------------------------- differences
 
-def differences(recorded: Path, spec) -> tuple[list[str], str | None]:
+def differences(recorded: Path, spec, data_now: dict[str, Any]) -> tuple[list[str], str | None]:
     """Lines saying how this machine differs from the recorded environment, code and data, and a sentence
     naming the data files that differ (None when they are as recorded)."""
-    from auxcli.bundle.record import code_state, data_record, environment, runtime_choices
-    from auxcli.data.load import load_data
+    from auxcli.bundle.record import code_state, environment, runtime_choices
     from auxcli.train.runtime import resolve_runtime
 
     record = recorded / RECORD_DIR
@@ -231,8 +235,6 @@ def differences(recorded: Path, spec) -> tuple[list[str], str | None]:
     if code_then.get("package") != code_now.get("package"):
         lines.append(f"{label}: auxcli package: recorded {code_then.get('package')}, now {code_now.get('package')}")
     data_then = json.loads((record / "data.json").read_text())
-    load_data(spec.data)  # generates a synthetic archive, or downloads one, as the run would
-    data_now = data_record(spec.data)
     files_then, files_now = data_then.get("files", {}), data_now.get("files", {})
     differing = sorted(k for k in set(files_then) | set(files_now)
                        if (files_then.get(k) or {}).get("sha256") != (files_now.get(k) or {}).get("sha256"))
@@ -244,6 +246,15 @@ def differences(recorded: Path, spec) -> tuple[list[str], str | None]:
     if not lines:
         lines.append(f"{label}: environment, code and data as recorded")
     return lines, data_change
+
+
+def current_data(data: DataSpec) -> dict[str, Any]:
+    """The data record of the files here (see `record.data_record`)."""
+    from auxcli.bundle.record import data_record
+    from auxcli.data.load import load_data
+
+    load_data(data)  # generates a synthetic archive, or downloads one, as the run would
+    return data_record(data)
 
 
 # ---------------------------------------------------------------------------------------------- comparing

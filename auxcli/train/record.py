@@ -95,7 +95,7 @@ class RunRecorder:
         self.tracker.log_artifacts([folder.spec, folder.history, folder.metrics])
         self.tracker.log_artifacts([Path(folder.final)], subdir="model")
         for name in record or {}:  # one call per file: the record's spec/ files keep their sub-folder
-            self.tracker.log_artifacts([folder.repro / name], subdir=str(Path(RECORD_DIR, name).parent.as_posix()))
+            self.tracker.log_artifacts([folder.repro / name], subdir=Path(RECORD_DIR, name).parent.as_posix())
 
     def close(self, status: str) -> None:
         if self.tracker is not None:
