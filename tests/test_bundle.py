@@ -397,3 +397,15 @@ def test_record_finds_extends_bases_once_and_dvc_md5(tmp_path):
 def test_bundle_of_an_unknown_mlflow_run_is_refused(at):
     result = invoke("bundle", "runs:/" + "f" * 32)
     assert result.exit_code == 2 and "ffffffff" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_epochs_with_a_transfer_without_weights_trains_the_source_in_full(at):
+    assert invoke("bundle", "probe", "-o", "chain-quick.tar.gz").exit_code == 0
+    result = invoke("reproduce", "chain-quick.tar.gz", "--epochs", "1", "--runs-dir", "rd-chain-quick")
+    assert result.exit_code == 0, result.output
+    assert "runs/pre/seed-0: trained in full" in result.output
+    assert (at / "rd-chain-quick" / "pre" / "seed-0" / "metrics.json").is_file()  # finished: probe needs final.pt
+    assert not (at / "rd-chain-quick" / "probe" / "seed-0" / "metrics.json").exists()  # stopped after epoch 1
+    assert {row[2] for row in table_rows(result.output, "probe-s0")} == {"1"}
+    assert all(row[-1] == "yes" and row[5] == "0" for row in table_rows(result.output, "probe-s0"))
