@@ -20,10 +20,12 @@ from auxcli.spec import Spec
 from auxcli.specfile import load_spec
 
 BEYOND = Path(__file__).resolve().parent.parent / "specs" / "beyond"
-SHRINK = ["--set", "seeds=[0]", "--set", "runtime.threads=1",
-          "--set", "data={dataset: synthetic, root: data, synthetic: {train_per_class: 4, test_per_class: 2}}",
-          "--set", "train.epochs=1", "--set", "train.milestones=[]", "--set", "train.batch_size=64",
-          "--set", "train.eval_batch_size=200", "--set", "model.base_width=4"]
+def shrink(data_root: Path) -> list[str]:
+    """--set overrides that make a beyond spec tiny: generated data, 1 epoch, 4 base channels, one thread."""
+    data = f"{{dataset: synthetic, root: {data_root.as_posix()}, synthetic: {{train_per_class: 4, test_per_class: 2}}}}"
+    return ["--set", "seeds=[0]", "--set", "runtime.threads=1", "--set", f"data={data}",
+            "--set", "train.epochs=1", "--set", "train.milestones=[]", "--set", "train.batch_size=64",
+            "--set", "train.eval_batch_size=200", "--set", "model.base_width=4"]
 
 
 def invoke(*args):
@@ -117,9 +119,10 @@ def test_beyond_suite_runs_end_to_end_and_fills_the_beyond_table(workdir):
     resnet = [BEYOND / f"{n}.yaml" for n in ("beyond-resnet110-plain", "beyond-rotation", "beyond-sla")]
     wrn = [BEYOND / f"{n}.yaml" for n in ("beyond-wrn28-10-plain", "beyond-wrn28-10-cutout",
                                           "beyond-wrn28-10-ricap")]
-    result = invoke("run", *resnet, *SHRINK, "--set", "model.depth=8")
+    result = invoke("run", *resnet, *shrink(workdir / "data"), "--set", "model.depth=8")
     assert result.exit_code == 0, result.output
-    result = invoke("run", *wrn, *SHRINK, "--set", "model.depth=10", "--set", "model.widen_factor=1")
+    result = invoke("run", *wrn, *shrink(workdir / "data"), "--set", "model.depth=10",
+                    "--set", "model.widen_factor=1")
     assert result.exit_code == 0, result.output
 
     def metrics(name: str) -> dict:
