@@ -254,9 +254,12 @@ def dvc_md5(folder: Path) -> dict[str, str] | None:
     """The md5 a `.dvc` file records for `folder` or one of its parents ({"file", "md5"}), if any."""
     from ruamel.yaml import YAML
 
+    folder = folder.resolve()  # a relative root ("data") has parents named "", which have no .dvc file
     for candidate in [folder, *folder.parents][:4]:
+        if not candidate.name:
+            continue
         dvc_file = candidate.with_name(candidate.name + ".dvc")
-        if candidate.name and dvc_file.is_file():
+        if dvc_file.is_file():
             try:
                 doc = YAML(typ="safe", pure=True).load(dvc_file.read_text())
                 return {"file": dvc_file.as_posix(), "md5": str(doc["outs"][0]["md5"])}
