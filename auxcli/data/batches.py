@@ -21,11 +21,13 @@ def epoch_permutation(num_images: int, *, seed: int, epoch: int) -> torch.Tensor
     return torch.randperm(num_images, generator=generator)
 
 
+def images_in_batches(num_images: int, batch_size: int, drop_last: bool) -> int:
+    """How many of `num_images` the batches of `batch_indices` hold."""
+    return num_images - num_images % batch_size if drop_last and num_images >= batch_size else num_images
+
+
 def batch_indices(order: torch.Tensor, batch_size: int, *, drop_last: bool = False) -> Iterator[torch.Tensor]:
     """Consecutive slices of `order`; the last batch may be smaller, unless `drop_last` drops it (static
     shapes for compiled code; a split smaller than one batch keeps its one batch)."""
-    stop = order.numel()
-    if drop_last and stop >= batch_size:
-        stop -= stop % batch_size
-    for start in range(0, stop, batch_size):
+    for start in range(0, images_in_batches(order.numel(), batch_size, drop_last), batch_size):
         yield order[start:start + batch_size]

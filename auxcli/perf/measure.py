@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from auxcli.augment.pipeline import build_train_augment
-from auxcli.data.batches import batch_indices, epoch_permutation
+from auxcli.data.batches import batch_indices, epoch_permutation, images_in_batches
 from auxcli.data.synthetic import render_images
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone, forward_flops
@@ -198,8 +198,7 @@ def end_to_end_rate(model: ModelChoice, recipe: Recipe, runtime: Runtime, images
                                   torch.tensor(STD, device=runtime.device))
     network.train()
     epoch = iter(range(1, 1_000_000))
-    trained = len(split) - (len(split) % recipe.batch_size if runtime.static_shapes
-                            and len(split) >= recipe.batch_size else 0)
+    trained = images_in_batches(len(split), recipe.batch_size, runtime.static_shapes)
 
     def one_pass() -> None:
         e = next(epoch)

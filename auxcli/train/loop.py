@@ -2,7 +2,8 @@
 
 The loop knows heads, losses and metrics only through the `Task` interface: the objective is
 `sum(task.weight * task.loss(...))`, and metric sums stay on the device until the epoch ends (one
-synchronisation per epoch, not per batch).
+synchronisation per epoch, not per batch). A transform may return more images than it was given
+(rotation copies); losses are weighted by the images that reach the model.
 
 With `runtime.compile`, the model is compiled for one batch shape: training drops the last partial batch
 (a different subset each epoch, as the order is reshuffled) and evaluation runs a last partial batch
@@ -97,16 +98,32 @@ def train_step(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.O
     return loss.detach()
 
 
+def eval_views(tasks: Sequence[Task]) -> Callable[[torch.Tensor, Targets], tuple[torch.Tensor, Targets]] | None:
+    """The one test view transform the tasks ask for (`Task.eval_views`), or None; tasks scored in one pass
+    see the same images, so two different ones are an error."""
+    # getattr: a task written before `eval_views` joined the interface is scored on the batch as given
+    asked = [view for task in tasks if (view := getattr(task, "eval_views", None)) is not None]
+    views = list({id(view): view for view in asked}.values())
+    if len(views) > 1:
+        raise ValueError(f"tasks {[task.name for task in tasks]} ask for different test views; "
+                         "evaluate them in separate passes")
+    return views[0] if views else None
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, tasks: Sequence[Task], split: SplitTensors, *, batch_size: int,
              transform: Transform, generator: torch.Generator | None, runtime: Runtime,
              eager: nn.Module | None = None) -> dict[str, float]:
-    """Metric sums of `tasks` on the whole split, in file order, the model in eval mode. `eager`, the
+    """Metric sums of `tasks` on the whole split, in file order, the model in eval mode. A batch of
+    `batch_size` images grows by the tasks' `eval_views` (SLA: 4x) before the forward pass. `eager`, the
     uncompiled model, takes a last batch smaller than `batch_size` when `model` is compiled."""
     sums = Sums()
     order = torch.arange(len(split), device=split.images.device)
+    views = eval_views(tasks)
     for index in batch_indices(order, batch_size):
         images, targets = transform(*split.batch(index), generator)
+        if views is not None:
+            images, targets = views(images, targets)
         partial = eager is not None and runtime.static_shapes and index.numel() < batch_size
         _objective(eager if partial else model, tasks, runtime.prepare(images), targets, sums, runtime)
     return sums.read()
