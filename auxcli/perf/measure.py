@@ -81,10 +81,13 @@ class Recipe:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
-    crop: Crop | None = field(default_factory=Crop)  # the fields of AugmentSpec that the pipeline reads
+    # The fields of AugmentSpec that `build_train_augment` reads (a new augmentation adds its field here,
+    # off; tests/test_perf.py fails until it does).
+    crop: Crop | None = field(default_factory=Crop)
     flip: bool = True
     cutout: None = None
     ricap: None = None
+    rotation: None = None
 
 
 @dataclass(frozen=True)
