@@ -68,6 +68,7 @@ def run_concurrently(jobs: list[Job], *, concurrent: int, child_options: list[st
         source = job.spec.transfer.from_ if job.spec.transfer else None
         return source in names and any(j.spec.name == source and j.exit_code is None for j in jobs)
 
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         while waiting or running:
             for job in [j for j in waiting if j.spec.transfer and j.spec.transfer.from_ in failed_specs]:
@@ -88,13 +89,38 @@ def run_concurrently(jobs: list[Job], *, concurrent: int, child_options: list[st
                 exit_code = exit_code or done.exit_code
                 _say(lock, done.label, f"failed (exit code {done.exit_code})")
     except KeyboardInterrupt:
-        for job in running:
-            job.process.send_signal(signal.SIGTERM)  # each marks its MLflow run KILLED and keeps last.pt
-        for job in running:
-            job.process.wait()
-            job.reader.join()
-        return 130
+        _stop(running, signal.SIGINT)
+        return 128 + signal.SIGINT
+    except _Terminated:  # sent to this process only (kill, DVC): pass it on at once
+        _stop(running, signal.SIGTERM, grace_seconds=0.0)
+        return 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return exit_code
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
+def _stop(running: list[Job], signum: int, grace_seconds: float = 10.0) -> None:
+    """Let each run stop as `auxcli run` does on Ctrl-C or SIGTERM (MLflow run KILLED, last.pt kept): a
+    Ctrl-C at the terminal reached the processes already, so wait a little before passing `signum` on."""
+    for job in running:
+        if grace_seconds:
+            try:
+                job.process.wait(timeout=grace_seconds)
+            except subprocess.TimeoutExpired:
+                pass
+        if job.process.poll() is None:
+            job.process.send_signal(signum)
+    for job in running:
+        job.process.wait()
+        job.reader.join()
 
 
 def _start(job: Job, child_options: list[str], lock: threading.Lock) -> None:
