@@ -50,8 +50,8 @@ def test_sigterm_to_the_parent_stops_every_run_as_killed(workdir, tiny_spec):
     parent = subprocess.Popen([sys.executable, "-m", "auxcli", "run", str(spec), "--concurrent", "2"],
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     started: set[str] = set()
-    for line in parent.stdout:  # wait until both runs have finished an epoch (MLflow runs exist)
-        started |= {label for label in ("stop-s0", "stop-s1") if line.startswith(f"[{label}] {label} epoch")}
+    for line in parent.stdout:  # wait until both runs are in epoch 3 (epoch 1 is in last.pt)
+        started |= {label for label in ("stop-s0", "stop-s1") if line.startswith(f"[{label}] {label} epoch 2/")}
         if len(started) == 2:
             break
     parent.send_signal(signal.SIGTERM)
