@@ -92,3 +92,9 @@ class ReproductionMismatch(AuxcliError):
     """`auxcli reproduce` re-ran the bundle and some metric is outside its tolerance."""
 
     exit_code = 1
+
+
+class DeviceError(AuxcliError):
+    """`runtime.device` (or `--device`) names a device this machine does not have."""
+
+    exit_code = 2

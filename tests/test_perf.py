@@ -202,3 +202,14 @@ def test_parity_verdict_compares_the_mean_difference_with_seed_noise():
     assert "the same within seed noise" in verdict(runs([0.60, 0.64], [0.61, 0.63]))
     assert "DIFFERENT beyond seed noise" in verdict(runs([0.60, 0.61], [0.50, 0.51]))
     assert "tolerance 1.00" in verdict(runs([0.60, 0.60], [0.60, 0.60]))  # at least one point
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_device_is_a_clear_error_with_exit_code_2(workdir):
+    from typer.testing import CliRunner
+
+    from auxcli.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--depth", "8", "--device", "cuda"])
+    assert result.exit_code == 2
+    assert "runtime.device: cuda is not available here (no CUDA device); allowed: auto, cpu." in result.stderr

@@ -108,6 +108,18 @@ def compile_mode_auto(device_type: str) -> str:
     return "reduce-overhead" if device_type == "cuda" else "default"
 
 
+def _check_available(device: torch.device) -> None:
+    from auxcli.errors import DeviceError
+
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        raise DeviceError(f"runtime.device: {device} is not available here ({found}); allowed: auto, cpu"
+                          + (", cuda:0 .. cuda:" + str(torch.cuda.device_count() - 1) if torch.cuda.is_available()
+                             else "") + ".")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"runtime.device: {device} is not available here; allowed: auto, cpu.")
+
+
 def resolve_runtime(spec: RuntimeSpec, backbone: str | None = None) -> Runtime:
     """`auto` picks CUDA when present; precision `auto` is bf16 autocast on CUDA and fp32 on CPU;
     channels_last and compile_mode `auto` per device (and backbone), see the functions above.
@@ -118,6 +130,7 @@ def resolve_runtime(spec: RuntimeSpec, backbone: str | None = None) -> Runtime:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(spec.device)
+    _check_available(device)
     on_gpu = device.type == "cuda"
     precision = spec.precision if spec.precision != "auto" else ("bf16" if on_gpu else "fp32")
     channels_last = spec.channels_last == "on" or (spec.channels_last == "auto"
