@@ -103,7 +103,7 @@ class RateCache:
             atomic_write_text(self.path, json.dumps(self.rates, indent=1, sort_keys=True) + "\n")
 
 
-def measured_rate(spec: Spec, steps: int) -> tuple[str, Callable[[], float]]:
+def measured_rate(spec: Spec, steps: int | None) -> tuple[str, Callable[[], float]]:
     """The cache key of the spec's training rate and a function that measures it."""
     import torch
 
@@ -111,11 +111,12 @@ def measured_rate(spec: Spec, steps: int) -> tuple[str, Callable[[], float]]:
 
     on_cuda = spec.runtime.device.startswith("cuda") or (spec.runtime.device == "auto" and torch.cuda.is_available())
     batch = spec.train.batch_size if on_cuda else min(spec.train.batch_size, CPU_BENCH_BATCH)
+    steps = steps or (10 if on_cuda else 3)  # a GPU step takes milliseconds: time more of them
     bench = spec.model_copy(update={"train": spec.train.model_copy(update={"batch_size": batch})})
     return measurement_key(spec, batch), lambda: train_step_throughput(bench, steps=steps, repeats=1)
 
 
-def estimate_runs(specs: Sequence[Spec], *, cache: RateCache, steps: int = 3,
+def estimate_runs(specs: Sequence[Spec], *, cache: RateCache, steps: int | None = None,
                   on_measure: Callable[[str], None] = lambda name: None) -> list[RunEstimate]:
     """One estimate per (spec, seed), in run order."""
     estimates = []
