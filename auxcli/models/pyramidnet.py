@@ -116,7 +116,7 @@ class PyramidNet(nn.Module):
 
 
 @register_backbone("pyramidnet")
-def pyramidnet_from_spec(spec: ModelSpec) -> PyramidNet:
+def pyramidnet_from_spec(spec: ModelSpec, *, image_size: int = 32) -> PyramidNet:
     if spec.depth is None or spec.alpha is None:
         raise ValueError("pyramidnet needs a depth (6n+2) and alpha (270 in the study)")
     return PyramidNet(depth=spec.depth, alpha=spec.alpha, base_width=spec.base_width)
