@@ -80,3 +80,9 @@ class TrainingDiverged(AuxcliError):
     """The loss became NaN or infinite."""
 
     exit_code = 1
+
+
+class AnalysisError(AuxcliError):
+    """`auxcli analyze` inputs that cannot be compared (unknown run, unfinished run, different data)."""
+
+    exit_code = 2
