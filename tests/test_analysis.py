@@ -149,3 +149,61 @@ def test_features_of_the_penultimate_or_a_named_layer():
     assert extract_features(backbone, split, layer="layer2", batch_size=2, **stats).shape == (5, 8)
     with pytest.raises(AnalysisError, match="allowed: penultimate, conv1"):
         extract_features(backbone, split, layer="layer9", **stats)
+
+
+def _fake_run(folder, spec_data: dict, seed: int = 0, init_seed: int = 0):
+    """A finished-looking run folder: final.pt with a freshly initialised backbone and its spec."""
+    from auxcli.models.registry import create_backbone
+    from auxcli.spec import Spec
+    from auxcli.specfile import dump_spec
+    from auxcli.train.checkpoint import FINAL_FORMAT, save_checkpoint
+
+    torch.manual_seed(init_seed)
+    spec = Spec.model_validate(spec_data)
+    backbone = create_backbone(spec.model, image_size=spec.data.image_size)
+    folder.mkdir(parents=True)
+    save_checkpoint(folder / "final.pt", {"format": FINAL_FORMAT, "spec": spec.to_plain(), "seed": seed,
+                                          "backbone": backbone.state_dict(), "heads": {}, "mlflow_run_id": None})
+    (folder / "spec.resolved.yaml").write_text(dump_spec(spec))
+    return folder
+
+
+def _folder_spec(name: str, root, **data) -> dict:
+    return {"name": name, "data": {"dataset": "folder", "root": str(root), "image_size": 16, **data},
+            "model": {"backbone": "resnet", "depth": 8, "base_width": 4}, "runtime": {"threads": 1}}
+
+
+def test_analyze_a_folder_data_set_without_mlflow(workdir, image_folder):
+    images = image_folder()
+    for name in ("p", "q"):
+        _fake_run(workdir / "runs" / name / "seed-0", _folder_spec(name, images), init_seed=ord(name))
+    result = CliRunner().invoke(app, ["analyze", "runs/p/seed-0", "runs/q/seed-0", "--no-mlflow", "--layer",
+                                      "layer1", "--out", "ana"])
+    assert result.exit_code == 0, result.output
+    probes = json.loads((workdir / "ana/probe.json").read_text())["rows"]
+    assert [(p["run"], p["label_set"], p["feature_dim"]) for p in probes] == [("p-s0", "gt", 4), ("q-s0", "gt", 4)]
+    assert (workdir / "ana/embedding-q-s0.png").read_bytes()[:8] == PNG_MAGIC
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_analyze_refuses_runs_on_different_data(workdir, image_folder):
+    images = image_folder()
+    _fake_run(workdir / "runs/p/seed-0", _folder_spec("p", images))
+    _fake_run(workdir / "runs/q/seed-0", {**_folder_spec("q", images), "data": {
+        "dataset": "folder", "root": str(images), "image_size": 20}})
+    result = CliRunner().invoke(app, ["analyze", "runs/p/seed-0", "runs/q/seed-0", "--no-mlflow"])
+    assert result.exit_code == 2 and "data.image_size" in result.output
+
+
+def test_tsne_embedding_and_its_missing_dependency(monkeypatch):
+    import sys
+
+    from auxcli.analysis.embedding import embed_2d
+    from auxcli.errors import AnalysisError
+
+    pytest.importorskip("sklearn")
+    coords = embed_2d(_features(n=30, d=5).float(), "tsne")
+    assert coords.shape == (30, 2) and torch.isfinite(coords).all()
+    monkeypatch.setitem(sys.modules, "sklearn.manifold", None)  # as if scikit-learn were not installed
+    with pytest.raises(AnalysisError, match="scikit-learn"):
+        embed_2d(_features(n=30, d=5), "tsne")

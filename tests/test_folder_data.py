@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torchvision.io import encode_jpeg, write_png
+from torchvision.io import write_png
 from typer.testing import CliRunner
 
 from auxcli.augment.crop import crop_block
@@ -19,30 +19,10 @@ from auxcli.data.labelsets import label_set_sizes
 from auxcli.data.load import load_data
 from auxcli.errors import DataError
 from auxcli.models.registry import create_backbone
-from auxcli.spec import DataSpec, ModelSpec, Spec
+from auxcli.spec import CrossFieldErrors, DataSpec, ModelSpec, Spec
 from auxcli.tasks import build_tasks
 
 CLASSES = {"cat": "animal", "dog": "animal", "car": "vehicle", "ship": "vehicle"}
-COLOURS = {"car": (200, 40, 40), "cat": (40, 200, 40), "dog": (40, 40, 200), "ship": (200, 200, 40)}
-
-
-def make_image_folder(root: Path, *, train: int = 6, test: int = 3, seed: int = 0) -> Path:
-    """train/<class>/ and test/<class>/ PNGs (and one JPEG per class) of non-square sizes, each class one
-    colour with noise, so a linear probe can tell them apart."""
-    rng = np.random.default_rng(seed)
-    for split, count in (("train", train), ("test", test)):
-        for cls, colour in COLOURS.items():
-            folder = root / split / cls
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                height, width = 20 + 4 * (i % 3), 28 + 2 * (i % 2)  # not square, not 32
-                pixels = np.clip(np.array(colour)[:, None, None] + rng.integers(-30, 31, (3, height, width)), 0, 255)
-                image = torch.from_numpy(pixels.astype(np.uint8))
-                if i == 0:
-                    (folder / f"{i:03d}.jpg").write_bytes(encode_jpeg(image, quality=95).numpy().tobytes())
-                else:
-                    write_png(image, str(folder / f"{i:03d}.png"))
-    return root
 
 
 def write_mapping(path: Path, mapping: dict[str, str]) -> Path:
@@ -51,8 +31,8 @@ def write_mapping(path: Path, mapping: dict[str, str]) -> Path:
 
 
 @pytest.fixture
-def image_root(workdir) -> Path:
-    return make_image_folder(workdir / "images")
+def image_root(image_folder) -> Path:
+    return image_folder()
 
 
 def test_folder_loads_classes_in_sorted_order_at_the_image_size(image_root):
@@ -139,9 +119,7 @@ def test_superclass_without_a_mapping_is_a_validation_error(workdir):
 
 
 def test_superclasses_on_a_cifar_dataset_is_a_validation_error():
-    from pydantic import ValidationError
-
-    with pytest.raises((ValidationError, Exception), match="data.superclasses"):
+    with pytest.raises(CrossFieldErrors, match="data.superclasses"):
         Spec.model_validate({"name": "x", "data": {"dataset": "cifar100", "superclasses": "m.yaml"}})
 
 
@@ -151,7 +129,7 @@ def test_augment_sizes_scale_with_the_image_size_unless_written():
     written = Spec.model_validate({"name": "x", "data": {"image_size": 64}, "augment": {"crop": {"padding": 2}}})
     assert written.augment.crop.padding == 2
     assert Spec.model_validate({"name": "x"}).augment.crop.padding == 4
-    with pytest.raises(Exception, match="augment.cutout.size"):
+    with pytest.raises(CrossFieldErrors, match="augment.cutout.size"):
         Spec.model_validate({"name": "x", "data": {"image_size": 16}, "augment": {"cutout": {"size": 20}}})
 
 
@@ -263,6 +241,7 @@ def test_cifar10_loads_without_superclasses_and_resizes(cifar10_root):
     assert bigger.train.images.shape == (50, 3, 40, 40)
 
 
+@pytest.mark.slow
 def test_cifar10_trains_end_to_end(cifar10_root, workdir):
     (workdir / "c.yaml").write_text(
         f"name: c10\ndata: {{dataset: cifar10, root: {cifar10_root.as_posix()}, download: false}}\n"
