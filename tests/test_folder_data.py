@@ -251,3 +251,26 @@ def test_cifar10_trains_end_to_end(cifar10_root, workdir):
     assert result.exit_code == 0, result.output
     metrics = json.loads((workdir / "runs/c10/seed-0/metrics.json").read_text())
     assert "final_test_acc" in metrics and "final_test_aux_acc" in metrics
+
+
+@pytest.mark.parametrize("size", [20, 48])
+def test_training_augmentations_and_their_targets_at_other_image_sizes(size):
+    from auxcli.augment.pipeline import build_train_augment
+    from auxcli.augment.targets import Targets
+
+    spec = Spec.model_validate({"name": "x", "data": {"image_size": size},
+                                "augment": {"cutout": {}, "ricap": {"beta": 0.3}}})
+    augment = build_train_augment(spec.augment, torch.full((3,), 0.5), torch.full((3,), 0.25))
+    images = torch.randint(0, 256, (6, 3, size, size), dtype=torch.uint8)
+    out, targets = augment(images, Targets({"main": torch.arange(6)}), torch.Generator().manual_seed(0))
+    assert out.shape == (6, 3, size, size)
+    assert targets.maps["cutout_mask"].shape == targets.maps["ricap_sources"].shape == (6, size, size)
+    # the scaled Cutout square (size // 2 a side, clipped at the border), before RICAP re-patches it
+    from auxcli.augment.cutout import cutout
+
+    _, alone = cutout(out, Targets({}), torch.Generator().manual_seed(1), size=spec.augment.cutout.size)
+    cut = alone.maps["cutout_mask"].sum(dim=(1, 2))
+    assert spec.augment.cutout.size == size // 2 and 0 < cut.min() and cut.max() <= (size // 2) ** 2
+    blocks = crop_block(targets.maps["crop_offset"], targets.maps["flipped"], padding=spec.augment.crop.padding,
+                        mode="visible")
+    assert blocks.shape == (6, 4) and 0 <= blocks.min() and blocks.max() <= 8
