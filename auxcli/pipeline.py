@@ -3,8 +3,9 @@
 Each stage runs `auxcli run <spec> --params params.yaml --force` (DVC only runs a stage when something
 it depends on changed, so a run it starts must retrain). A stage depends on its spec file and the
 spec's `extends` bases, the auxcli package, every parameter in `params.yaml` (overrides applied to every
-spec; `dvc exp run -S train.epochs=5` edits that file) and, for a transfer, the source's `final.pt`
-files, which is how DVC orders pretraining before probing and fine-tuning. Its outputs are the fixed
+spec; `dvc exp run -S train.epochs=5` edits that file), an image folder's `train/`, `test/` and
+superclass mapping, and, for a transfer, the source's `final.pt` files, which is how DVC orders
+pretraining before probing and fine-tuning. Its outputs are the fixed
 run-folder paths: `final.pt` per seed (cached), `metrics.json` (DVC metrics) and `history.csv` (plots).
 """
 
@@ -31,6 +32,16 @@ def _bases(spec_file: Path) -> list[Path]:
     return found
 
 
+def _data_deps(spec: Spec) -> list[str]:
+    """An image folder's images and superclass mapping (`data.dataset: folder`): editing them retrains.
+    Only `train/` and `test/`, so the tensor cache beside them is no dependency."""
+    if spec.data.dataset != "folder":
+        return []
+    root = Path(spec.data.root)
+    return [(root / "train").as_posix(), (root / "test").as_posix(),
+            *([Path(spec.data.superclasses).as_posix()] if spec.data.superclasses else [])]
+
+
 def _run_file(spec: Spec, seed: int, name: str) -> str:
     return (RunFolder.of(spec, seed).root / name).as_posix()
 
@@ -45,6 +56,7 @@ def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "param
         path = files[spec.name]
         deps = [path.as_posix(), *(b.as_posix() for b in _bases(path))]
         deps += [package] if Path(package).is_dir() else []  # the code, when run from a checkout
+        deps += _data_deps(spec)
         source = by_name.get(spec.transfer.from_) if spec.transfer else None
         if source is not None:
             deps += [_run_file(source, seed, "final.pt") for seed in source.seeds]

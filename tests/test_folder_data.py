@@ -274,3 +274,13 @@ def test_training_augmentations_and_their_targets_at_other_image_sizes(size):
     blocks = crop_block(targets.maps["crop_offset"], targets.maps["flipped"], padding=spec.augment.crop.padding,
                         mode="visible")
     assert blocks.shape == (6, 4) and 0 <= blocks.min() and blocks.max() <= 8
+
+
+def test_dvc_stage_of_a_folder_spec_depends_on_its_images_and_mapping(workdir):
+    from auxcli.pipeline import pipeline_stages
+
+    spec = Spec.model_validate({"name": "f", "data": {"dataset": "folder", "root": "pets",
+                                                      "superclasses": "pets.yaml"}})
+    (workdir / "f.yaml").write_text("name: f\n")
+    deps = pipeline_stages([(Path("f.yaml"), spec)], package="no-package-here")["f"]["deps"]
+    assert deps == ["f.yaml", "pets/train", "pets/test", "pets.yaml"]
