@@ -86,18 +86,12 @@ def analyze_runs(refs: Sequence[str], *, layer: str = PENULTIMATE, out: Path = P
     test_features = []
     for run in runs:
         backbone = load_feature_extractor(run)
-        features = {split_name: extract_features(backbone, split, mean=mean, std=std, layer=layer, batch_size=batch,
-                                                 device=target)
-                    for split_name, split in (("train", data.train), ("test", data.test))}
-        test_features.append(features["test"])
-        for label_set, (train_y, test_y, classes) in label_sets.items():
-            probe = ridge_probe(features["train"], train_y, features["test"], test_y, classes)
-            result.probes.append({
-                "probe": "ridge-closed-form", "run": run.label, "run_id": run.run_id, "spec_name": run.spec.name,
-                "seed": run.seed, "layer": layer, "feature_dim": features["test"].shape[1], "label_set": label_set,
-                "ridge_alpha": probe.alpha, "ridge_probe_train_acc": probe.train_acc,
-                "ridge_probe_test_acc": probe.test_acc})
-        coords = embed_2d(features["test"][shown], embedding)
+        train_x, test_x = (extract_features(backbone, split, mean=mean, std=std, layer=layer, batch_size=batch,
+                                            device=target) for split in (data.train, data.test))
+        test_features.append(test_x)
+        result.probes += [_probe_row(run, layer, label_set, train_x, train_y, test_x, test_y, classes)
+                          for label_set, (train_y, test_y, classes) in label_sets.items()]
+        coords = embed_2d(test_x[shown], embedding)
         title = f"{run.label}: {_EMBEDDING_NAMES[embedding]} of {layer} features"
         fig = embedding_scatter(coords, groups[shown], group_names, title=title, colour_label=colour_label)
         result.written.append(save_png(fig, out / f"embedding-{run.label}.png"))
@@ -109,6 +103,16 @@ def analyze_runs(refs: Sequence[str], *, layer: str = PENULTIMATE, out: Path = P
         result.mlflow_run_id = _log_to_mlflow(runs, result, tracking_uri=tracking_uri, layer=layer,
                                               embedding=embedding)
     return result
+
+
+def _probe_row(run: AnalyzedRun, layer: str, label_set: str, train_x: torch.Tensor, train_y: torch.Tensor,
+               test_x: torch.Tensor, test_y: torch.Tensor, classes: int) -> dict[str, Any]:
+    """One row of probe.csv: the ridge probe of one run's features on one label set."""
+    probe = ridge_probe(train_x, train_y, test_x, test_y, classes)
+    return {"probe": "ridge-closed-form", "run": run.label, "run_id": run.run_id, "spec_name": run.spec.name,
+            "seed": run.seed, "layer": layer, "feature_dim": test_x.shape[1], "label_set": label_set,
+            "ridge_alpha": probe.alpha, "ridge_probe_train_acc": probe.train_acc,
+            "ridge_probe_test_acc": probe.test_acc}
 
 
 def format_summary(result: AnalysisOutput) -> str:
