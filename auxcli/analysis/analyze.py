@@ -66,13 +66,16 @@ def analyze_runs(refs: Sequence[str], *, layer: str = PENULTIMATE, out: Path = P
         raise AnalysisError("auxcli analyze needs at least one run (a run folder or an MLflow run id).")
     if embedding not in _EMBEDDING_NAMES:
         raise AnalysisError(f"unknown --embedding {embedding!r}; allowed: {', '.join(_EMBEDDING_NAMES)}.")
+    try:
+        target = resolve_runtime(RuntimeSpec(device=device)).device
+    except ValueError:  # pydantic's ValidationError for a malformed name
+        raise AnalysisError(f"--device {device!r} is not a device; allowed: auto, cpu, cuda, cuda:N, mps.") from None
     out = Path(out)
     runs = unique_labels([resolve_run(ref, tracking_uri=tracking_uri, download_dir=out / "sources")
                           for ref in refs])
     _check_same_data(runs)
     data = load_data(runs[0].spec.data)
     mean, std = channel_stats(data.train.images)
-    target = resolve_runtime(RuntimeSpec(device=device)).device
     batch = runs[0].spec.train.eval_batch_size
     label_sets = {"gt": (data.train.fine, data.test.fine, len(data.classes))}
     if data.superclasses is not None:
