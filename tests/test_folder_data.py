@@ -142,7 +142,7 @@ def test_crop_blocks_cover_the_grid_evenly_at_the_scaled_padding():
 
 
 @pytest.mark.parametrize("backbone", ["resnet", "pyramidnet", "linear"])
-@pytest.mark.parametrize("size", [20, 48])
+@pytest.mark.parametrize("size", [30, 48])  # 30: odd stage-3 maps, and a segmentation map cropped to size
 def test_every_backbone_and_head_takes_other_image_sizes(backbone, size):
     model = ModelSpec(backbone=backbone, depth=None if backbone == "linear" else 8, base_width=4,
                       alpha=4 if backbone == "pyramidnet" else None)
