@@ -91,6 +91,7 @@ def test_superclass_mapping_gives_coarse_labels(image_root, workdir):
     ("empty_class", lambda root: (root / "train" / "empty").mkdir(), "empty/ holds no images"),
     ("undecodable", lambda root: (root / "train" / "cat" / "bad.png").write_bytes(b"not an image"),
      "bad.png cannot be decoded"),
+    ("empty_file", lambda root: (root / "test" / "dog" / "empty.jpg").write_bytes(b""), "empty.jpg cannot be decoded"),
     ("unknown_test_class", lambda root: __import__("shutil").copytree(root / "test" / "cat", root / "test" / "cow"),
      "classes that"),
     ("stray_image", lambda root: (root / "train" / "x.png").write_bytes(b""), "outside any class folder"),

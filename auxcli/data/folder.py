@@ -142,8 +142,11 @@ def decode_file(path: Path, image_size: int) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2 import functional as F
 
-    data = torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8)
+    raw = Path(path).read_bytes()
     try:
+        if not raw:
+            raise ValueError("the file is empty")
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
         image = decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except (RuntimeError, ValueError) as exc:
         raise DataError(f"{Path(path).resolve()} cannot be decoded as an image "
