@@ -22,7 +22,7 @@ def cka_heatmap(labels: list[str], matrix: list[list[float]], *, layer: str) -> 
             value = matrix[i][j]
             ax.text(j, i, "nan" if math.isnan(value) else f"{value:.2f}", ha="center", va="center",
                     fontsize="x-small", color="white" if value > 0.6 else "black")
-    ax.set_title(f"linear CKA of {layer} features (test set)")
+    fig.suptitle(f"linear CKA of {layer} features (test set)", fontsize="medium")
     fig.colorbar(image, ax=ax, shrink=0.8)
     return fig
 
@@ -38,7 +38,9 @@ def embedding_scatter(coords: torch.Tensor, groups: torch.Tensor, group_names: l
     if len(group_names) <= 20:
         handles = [ax.scatter([], [], color=scatter.cmap(scatter.norm(k)), s=12, label=name)
                    for k, name in enumerate(group_names)]
-        ax.legend(handles=handles, title=colour_label, fontsize="x-small", title_fontsize="small",
-                  loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
-    ax.set(title=title, xticks=[], yticks=[])
+        # "outside" lets the constrained layout make room, so neither legend nor title is clipped
+        fig.legend(handles=handles, title=colour_label, fontsize="x-small", title_fontsize="small",
+                   loc="outside right center", frameon=False)
+    ax.set(xticks=[], yticks=[])
+    fig.suptitle(title, fontsize="medium")
     return fig
