@@ -86,3 +86,15 @@ class AnalysisError(AuxcliError):
     """`auxcli analyze` inputs that cannot be compared (unknown run, unfinished run, different data)."""
 
     exit_code = 2
+
+
+class BundleError(AuxcliError):
+    """A bundle that cannot be built, or one that fails verification (changed, extra or unsafe members)."""
+
+    exit_code = 2
+
+
+class ReproductionMismatch(AuxcliError):
+    """`auxcli reproduce` re-ran the bundle and some metric is outside its tolerance."""
+
+    exit_code = 1
