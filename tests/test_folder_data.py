@@ -20,7 +20,7 @@ from auxcli.data.load import load_data
 from auxcli.errors import DataError
 from auxcli.models.registry import create_backbone
 from auxcli.spec import CrossFieldErrors, DataSpec, ModelSpec, Spec
-from auxcli.tasks import build_tasks
+from auxcli.tasks import AUX_TASKS, build_tasks
 
 CLASSES = {"cat": "animal", "dog": "animal", "car": "vehicle", "ship": "vehicle"}
 
@@ -142,25 +142,36 @@ def test_crop_blocks_cover_the_grid_evenly_at_the_scaled_padding():
     assert blocks.min() == 0 and blocks.max() == 6
 
 
-@pytest.mark.parametrize("backbone", ["resnet", "pyramidnet", "linear"])
+SMALL_BACKBONES = {"resnet": {"depth": 8}, "pyramidnet": {"depth": 8, "alpha": 4}, "linear": {"depth": None},
+                   "wrn": {"depth": 10, "widen_factor": 1}}
+
+
+def test_every_registered_backbone_has_a_small_configuration_here():
+    from auxcli.models.registry import BACKBONES
+
+    assert set(BACKBONES) <= set(SMALL_BACKBONES), "add the new backbone to SMALL_BACKBONES"
+
+
+@pytest.mark.parametrize("backbone", sorted(SMALL_BACKBONES))
 @pytest.mark.parametrize("size", [30, 48])  # 30: odd stage-3 maps, and a segmentation map cropped to size
 def test_every_backbone_and_head_takes_other_image_sizes(backbone, size):
-    model = ModelSpec(backbone=backbone, depth=None if backbone == "linear" else 8, base_width=4,
-                      alpha=4 if backbone == "pyramidnet" else None)
+    model = ModelSpec(backbone=backbone, base_width=4, **SMALL_BACKBONES[backbone])
     spec_data = {"name": "x", "model": model.model_dump(), "data": {"image_size": size}}
-    kinds = ["labelset", "crop"] + ([] if backbone == "linear" else ["cutout", "ricap"])
+    segmentation = {"cutout", "ricap"}
+    kinds = [k for k in sorted(AUX_TASKS) if backbone != "linear" or k not in segmentation]
     backbone_module = create_backbone(model, image_size=size)
     images = torch.randn(2, 3, size, size)
     features = backbone_module.forward_features(images)
-    for kind in kinds:
+    for kind in kinds:  # every registered auxiliary task
         aux = {"kind": kind, **({"labels": "random"} if kind == "labelset" else {})}
-        augment = {"cutout": {}} if kind == "cutout" else {"ricap": {}} if kind == "ricap" else {}
+        augment = {kind: {}} if kind in {"cutout", "ricap", "rotation"} else {}
         spec = Spec.model_validate({**spec_data, "task": {"aux": aux}, "augment": augment})
         aux_task = build_tasks(spec, 10)[-1]
         out = aux_task.build_head(backbone_module.feature_width)(features)
-        expected = (2, aux_task.num_classes, size, size) if kind in ("cutout", "ricap") else (2, 9 if kind == "crop"
-                                                                                             else 10)
-        assert tuple(out.shape) == expected
+        if kind in segmentation:
+            assert tuple(out.shape) == (2, aux_task.num_classes, size, size), kind  # one logit vector per pixel
+        else:
+            assert out.dim() == 2 and out.shape[0] == 2, kind
 
 
 def test_resize_square_keeps_the_centre(workdir):
