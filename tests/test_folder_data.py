@@ -296,3 +296,15 @@ def test_dvc_stage_of_a_folder_spec_depends_on_its_images_and_mapping(workdir):
     (workdir / "f.yaml").write_text("name: f\n")
     deps = pipeline_stages([(Path("f.yaml"), spec)], package="no-package-here")["f"]["deps"]
     assert deps == ["f.yaml", "pets/train", "pets/test", "pets.yaml"]
+
+
+def test_bundle_data_record_of_a_folder_holds_images_and_mapping_not_the_cache(image_root, workdir):
+    from auxcli.bundle.record import data_record
+
+    mapping = write_mapping(workdir / "mapping.yaml", CLASSES)
+    spec = DataSpec(dataset="folder", root=str(image_root), image_size=16, superclasses=str(mapping))
+    load_data(spec)  # writes the cache
+    files = data_record(spec)["files"]
+    assert (image_root / CACHE_FOLDER).is_dir() and not any(k.startswith(CACHE_FOLDER) for k in files)
+    assert len([k for k in files if k.startswith(("train/", "test/"))]) == 36
+    assert f"superclasses:{mapping}" in files
