@@ -75,6 +75,10 @@ def test_dvc_users_compare_push_pull_and_run_temporary_experiments(workdir, monk
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "baseline", cwd=repo)
     assert "results/metrics/tiny-table1-gt/seed-0.json" in sh("git", "ls-files", cwd=repo)  # git carries results
+    plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo))
+    assert not plots.get("errors"), plots.get("errors")
+    accuracy = plots["data"]["tiny-table1-gt-s0 accuracy"][0]["content"]["data"]["values"]
+    assert {point["field"] for point in accuracy} == {"train_acc", "test_acc"}
 
     # A collaborator: git clone + dvc pull gives a finished workspace without the MLflow store.
     sh("dvc", "push", cwd=repo)
