@@ -91,11 +91,11 @@ def test_results_hold_numeric_final_metrics_per_seed_and_follow_the_seeds(workdi
 
     spec = load_spec(tiny_spec("t"), ["seeds=[0, 1]"])
     _finish(spec, 0, {"final_test_acc": 0.25, "final_train_acc": 0.5, "best_test_acc": 0.3, "best_epoch": 2,
-                      "final_test_loss": float("nan"), "mlflow_run_id": "abc", "spec_name": "t", "seed": 0})
+                      "final_test_aux_acc": float("nan"), "mlflow_run_id": "abc", "spec_name": "t", "seed": 0})
     written = write_results(spec, Path("results"))  # seed 1 has not finished: no files for it
     assert sorted(p.as_posix() for p in written) == ["results/history/t/seed-0.csv", "results/metrics/t/seed-0.json"]
     assert json.loads(Path("results/metrics/t/seed-0.json").read_text()) == {
-        "final_test_acc": 0.25, "best_test_acc": 0.3, "final_train_acc": 0.5}
+        "final_test_acc": 0.25, "final_train_acc": 0.5}
     assert Path("results/history/t/seed-0.csv").read_text() == RunFolder.of(spec, 0).history.read_text()
 
     result = runner.invoke(app, ["results", str(tiny_spec("t")), "--set", "seeds=[1]"])
