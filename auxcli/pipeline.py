@@ -128,13 +128,13 @@ def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "param
     for spec in plan_order([spec for _, spec in specs]):
         path = files[spec.name].as_posix()
         source = by_name.get(spec.transfer.from_) if spec.transfer else None
-        runs = _relative(anchored(spec.runtime.runs_dir))
+        own_data = _relative(anchored(spec.data.root))
         stages[spec.name] = {
             "cmd": f"auxcli run {path} --params {params_file} && auxcli results {path} --params {params_file}",
-            "deps": [*spec_deps[spec.name], *code, *data_roots,
+            "deps": [*spec_deps[spec.name], *code, *([own_data] if own_data else []),
                      *([_run_dir(source)] if source is not None and _run_dir(source) else [])],
             "params": [{params_file: None}],
-            "outs": ([f"{runs}/{spec.name}"] if runs else [])
+            "outs": ([_run_dir(spec)] if _run_dir(spec) else [])
             + [{history_dir(Path(RESULTS_DIR), spec.name).as_posix(): {"cache": False}}],
             "metrics": [{metrics_dir(Path(RESULTS_DIR), spec.name).as_posix(): {"cache": False}}],
         }
@@ -142,6 +142,7 @@ def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "param
 
 
 def _run_dir(spec: Spec) -> str | None:
+    """The spec's run folder `runs/<name>` relative to the repository (None when runs_dir lies outside)."""
     from auxcli.project import anchored
 
     runs = _relative(anchored(spec.runtime.runs_dir))
