@@ -156,3 +156,22 @@ def test_prepare_without_download_names_the_missing_cifar_files(workdir, tiny_sp
     spec = load_spec(tiny_spec("t"), ["data.dataset=cifar100", "data.download=false"]).data
     with pytest.raises(DataError, match="data.download is false"):
         prepare_data([spec])
+
+
+def test_run_folder_reader_reports_finished_runs_and_skips_damaged_ones(workdir, tiny_spec):
+    from auxcli.report.collect import RunFolders, store_is_missing
+    from auxcli.specfile import dump_spec
+
+    spec = load_spec(tiny_spec("x-table1-gt"), ["seeds=[0, 1, 2]"])
+    for seed in (0, 1):
+        folder = _finish(spec, seed, {"final_test_acc": 0.2 + seed / 10, "mlflow_run_id": f"id{seed}",
+                                      "spec_name": spec.name, "seed": seed})
+        folder.write_spec(dump_spec(spec))
+    RunFolder.of(spec, 1).spec.write_text("name: [unclosed")  # a half-copied folder
+    RunFolder.of(spec, 2).prepare()  # not finished: no metrics.json
+    folders = RunFolders([Path("runs")])
+    (record,) = folders.runs()
+    assert (record.run_id, record.spec_name, record.seed, record.status) == ("id0", "x-table1-gt", 0, "FINISHED")
+    assert record.metrics == {"final_test_acc": 0.2} and record.params["train.lr"] == "0.1"
+    assert folders.histories(["id0"], "test_acc") == {"id0": [(1, 0.2)]}
+    assert store_is_missing(f"sqlite:///{workdir / 'mlflow.db'}") and not store_is_missing("http://127.0.0.1:5000")

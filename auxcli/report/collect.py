@@ -188,13 +188,14 @@ class RunFolders:
         import json
 
         from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
 
         from auxcli.tracking import flatten
 
         try:
             metrics = json.loads((folder / "metrics.json").read_text())
             spec = YAML(typ="safe", pure=True).load((folder / "spec.resolved.yaml").read_text()) or {}
-        except (OSError, ValueError):
+        except (OSError, ValueError, YAMLError):
             return None  # a half-copied folder: nothing to report from it
         seed_text = folder.name.removeprefix("seed-")
         seed = int(seed_text) if seed_text.isdigit() else None
@@ -204,8 +205,8 @@ class RunFolders:
         return RunRecord(
             run_id=run_id, run_name=f"{name}-s{seed}", status="FINISHED", spec_name=name, seed=seed,
             start_time=int((folder / "metrics.json").stat().st_mtime * 1000),
-            metrics={k: float(v) for k, v in metrics.items()
-                     if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)},
+            metrics={k: float(v) for k, v in metrics.items() if k != "seed"  # a tag in the store, not a metric
+                     and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)},
             params={k: str(v) for k, v in flatten(spec).items()},
             tags={"auxcli.spec_name": name, "auxcli.seed": seed_text})
 
