@@ -148,6 +148,9 @@ def test_prepare_generates_once_and_identity_follows_the_bytes_the_subset_and_dv
                                       "    outs:\n    - path: data\n      hash: md5\n      md5: 0f1e.dir\n")
     identity = data_identity(spec)
     assert (identity.dvc_path, identity.dvc_md5) == ("data", "0f1e.dir")
+    (workdir / "dvc.lock").unlink()
+    (workdir / "data.dvc").write_text("outs:\n- md5: 77aa.dir\n  path: data\n")  # what `dvc add data` writes
+    assert data_identity(spec).dvc_md5 == "77aa.dir"
 
 
 def test_prepare_without_download_names_the_missing_cifar_files(workdir, tiny_spec):

@@ -78,7 +78,8 @@ def data_identity(spec: DataSpec) -> DataIdentity:
 
 def dvc_tracked(path: Path) -> tuple[str | None, str | None]:
     """(tracked folder relative to the repository, its md5) for the DVC output or `.dvc` file that holds
-    `path`, read from `dvc.lock` files and `.dvc` files; (None, None) when DVC tracks no folder above it."""
+    `path`, read from the `dvc.lock` and `.dvc` files between `path` and the repository root; (None, None)
+    when DVC tracks no folder above it."""
     from ruamel.yaml import YAML
 
     path = Path(path).resolve()
@@ -87,16 +88,15 @@ def dvc_tracked(path: Path) -> tuple[str | None, str | None]:
         return None, None
     yaml = YAML(typ="safe", pure=True)
     candidates: list[tuple[Path, dict]] = []  # (out path, out entry)
-    for lock in root.glob("**/dvc.lock"):
-        doc = _load(yaml, lock)
-        for stage in (doc.get("stages") or {}).values():
+    chain = [path, *path.parents[:len(path.parents) - len(root.parents)]]  # path up to the repository root
+    for folder in chain:  # pipelines in the folders above the data, and `<folder>.dvc` files of `dvc add`
+        lock = folder / "dvc.lock"
+        stages = (_load(yaml, lock).get("stages") or {}) if lock.is_file() else {}
+        for stage in stages.values():
             for out in stage.get("outs") or []:
                 candidates.append(((lock.parent / out["path"]).resolve(), out))
-    for folder in (path, *path.parents):
-        if folder == root.parent:
-            break
         dvcfile = folder.with_name(folder.name + ".dvc")
-        if dvcfile.is_file():
+        if folder != root and dvcfile.is_file():
             for out in _load(yaml, dvcfile).get("outs") or []:
                 candidates.append(((dvcfile.parent / out["path"]).resolve(), out))
     for out_path, out in sorted(candidates, key=lambda c: len(c[0].parts), reverse=True):
