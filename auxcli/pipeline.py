@@ -132,7 +132,7 @@ def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "param
         stages[spec.name] = {
             "cmd": f"auxcli run {path} --params {params_file} && auxcli results {path} --params {params_file}",
             "deps": [*spec_deps[spec.name], *code, *([own_data] if own_data else []),
-                     *([_run_dir(source)] if source is not None and _run_dir(source) else [])],
+                     *([_source_dep(source)] if source is not None else [])],
             "params": [{params_file: None}],
             "outs": ([_run_dir(spec)] if _run_dir(spec) else [])
             + [{history_dir(Path(RESULTS_DIR), spec.name).as_posix(): {"cache": False}}],
@@ -147,6 +147,12 @@ def _run_dir(spec: Spec) -> str | None:
 
     runs = _relative(anchored(spec.runtime.runs_dir))
     return f"{runs}/{spec.name}" if runs else None
+
+
+def _source_dep(source: Spec) -> str:
+    """What a transfer waits for: the source's run folder (its weights), or its git-tracked history when the
+    run folders lie outside the repository (DVC still orders the stages by it)."""
+    return _run_dir(source) or history_dir(Path(RESULTS_DIR), source.name).as_posix()
 
 
 def pipeline_plots(specs: list[Spec]) -> list[dict]:
