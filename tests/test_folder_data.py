@@ -294,8 +294,23 @@ def test_dvc_stage_of_a_folder_spec_depends_on_its_images_and_mapping(workdir):
     spec = Spec.model_validate({"name": "f", "data": {"dataset": "folder", "root": "pets",
                                                       "superclasses": "pets.yaml"}})
     (workdir / "f.yaml").write_text("name: f\n")
-    deps = pipeline_stages([(Path("f.yaml"), spec)], package="no-package-here")["f"]["deps"]
-    assert deps == ["f.yaml", "pets/train", "pets/test", "pets.yaml"]
+    stages = pipeline_stages([(Path("f.yaml"), spec)], package="no-package-here")
+    assert stages["f"]["deps"] == ["f.yaml", "pets", "pets.yaml"]
+    assert stages["data"]["outs"] == [{"pets": {"persist": True}}]
+
+
+def test_data_prepare_checks_a_folder_and_builds_its_cache_without_downloading(image_root, workdir):
+    from auxcli.data.prepare import prepare_data
+
+    mapping = write_mapping(workdir / "mapping.yaml", CLASSES)
+    spec = DataSpec(dataset="folder", root=str(image_root), image_size=16, superclasses=str(mapping))
+    [prepared] = prepare_data([spec])
+    assert prepared.action == "present" and prepared.identity.folder == image_root
+    assert (image_root / CACHE_FOLDER / "folder-16px.pt").is_file()
+    assert len(prepared.identity.files) == 36 + 1  # every image and the mapping
+    (image_root / "train" / "cat" / "001.png").write_bytes(b"changed")
+    with pytest.raises(DataError, match="001.png cannot be decoded"):
+        prepare_data([spec])
 
 
 def test_bundle_data_record_of_a_folder_holds_images_and_mapping_not_the_cache(image_root, workdir):

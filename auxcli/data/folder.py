@@ -44,7 +44,7 @@ def load_folder(root: Path, *, image_size: int, superclasses: Path | None = None
     root = Path(root)
     files = list_images(root)
     classes = sorted({cls for cls, _ in files["train"]})
-    hashes = {key: _sha256(root / key) for split in SPLITS for _, key in files[split]}
+    hashes = _hashes(root, files)
     tensors = _read_cache(root, image_size, classes, hashes)
     if tensors is None:
         tensors = _decode_all(root, files, classes, image_size)
@@ -95,6 +95,15 @@ def list_images(root: Path) -> dict[str, list[tuple[str, str]]]:
         raise DataError(f"{(root / 'test').resolve()}/ has classes that {(root / 'train').resolve()}/ lacks: "
                         f"{', '.join(unknown)}. A class needs training images; rename or remove those folders.")
     return listed
+
+
+def source_hashes(root: Path) -> dict[str, str]:
+    """Path relative to `root` -> sha256 of every image file the data set reads (DataError for a bad layout)."""
+    return _hashes(Path(root), list_images(root))
+
+
+def _hashes(root: Path, files: dict[str, list[tuple[str, str]]]) -> dict[str, str]:
+    return {key: _sha256(root / key) for split in SPLITS for _, key in files[split]}
 
 
 def read_superclasses(path: Path, classes: list[str]) -> tuple[list[str], torch.Tensor]:

@@ -21,12 +21,13 @@ from auxcli.data.synthetic import ARCHIVE_FOLDER, archive_class, synthesize_cifa
 from auxcli.data.types import ImageData, Split
 from auxcli.data.verify import check_files
 from auxcli.errors import DataError
+from auxcli.project import anchored
 from auxcli.spec import DataSpec
 
 
 def load_data(spec: DataSpec) -> ImageData:
     """The data set `spec` names, with `spec.subset` applied to the training split."""
-    root = Path(spec.root)
+    root = anchored(spec.root)
     if spec.dataset == "cifar100":
         data = load_cifar100(root, download=spec.download)
     elif spec.dataset == "cifar10":
@@ -37,7 +38,7 @@ def load_data(spec: DataSpec) -> ImageData:
         data = load_synthetic(synthetic_folder(root, **params), params)
     elif spec.dataset == "folder":
         data = load_folder(root, image_size=spec.image_size,
-                           superclasses=Path(spec.superclasses) if spec.superclasses else None)
+                           superclasses=anchored(spec.superclasses) if spec.superclasses else None)
     else:
         raise DataError(f"unknown dataset {spec.dataset!r}; allowed: cifar100, cifar10, synthetic, folder.")
     if data.train.images.shape[-1] != spec.image_size:
