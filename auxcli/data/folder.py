@@ -44,14 +44,14 @@ def load_folder(root: Path, *, image_size: int, superclasses: Path | None = None
     root = Path(root)
     files = list_images(root)
     classes = sorted({cls for cls, _ in files["train"]})
+    coarse_names, fine_to_coarse = (None, None)
+    if superclasses is not None:  # before decoding: a bad mapping should not cost a decoding pass
+        coarse_names, fine_to_coarse = read_superclasses(Path(superclasses), classes)
     hashes = _hashes(root, files)
     tensors = _read_cache(root, image_size, classes, hashes)
     if tensors is None:
         tensors = _decode_all(root, files, classes, image_size)
         _write_cache(root, image_size, classes, hashes, tensors)
-    coarse_names, fine_to_coarse = (None, None)
-    if superclasses is not None:
-        coarse_names, fine_to_coarse = read_superclasses(Path(superclasses), classes)
     splits = {}
     for split in SPLITS:
         fine = tensors[f"{split}_fine"]
