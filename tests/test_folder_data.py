@@ -57,6 +57,10 @@ def test_folder_cache_is_reused_and_rebuilt_when_a_file_changes(image_root):
     assert cache.stat().st_mtime_ns == stamp  # re-used, not rewritten
     assert torch.equal(again.train.images, first.train.images)
 
+    write_png(torch.zeros((3, 20, 28), dtype=torch.uint8), str(image_root / "test" / "dog" / "new.png"))
+    assert len(load_folder(image_root, image_size=16).test) == 13  # a new file is no cache hit
+    (image_root / "test" / "dog" / "new.png").unlink()
+    stamp = cache.stat().st_mtime_ns
     changed = image_root / "train" / "cat" / "001.png"
     write_png(torch.full((3, 20, 28), 255, dtype=torch.uint8), str(changed))  # a white cat
     rebuilt = load_folder(image_root, image_size=16)
@@ -196,12 +200,14 @@ def test_folder_spec_trains_with_superclass_aux_and_cutout_at_another_size(image
     assert result.exit_code == 0, result.output
     metrics = json.loads((workdir / "runs/folder-run/seed-0/metrics.json").read_text())
     assert 0.0 <= metrics["final_test_aux_acc"] <= 1.0 and "final_test_acc" in metrics
-    # the same folder with a segmentation task (Cutout scaled to 12 px) and a crop-block task
+    # the same folder at 26 px (not a multiple of the stride 4) with a segmentation task (Cutout scaled to 13 px)
     result = CliRunner().invoke(app, ["run", str(workdir / "f.yaml"), "-S", "name=folder-cutout", "-S",
-                                      "task.aux={kind: cutout}", "-S", "augment.cutout={}"])
+                                      "data.image_size=26", "-S", "task.aux={kind: cutout}", "-S", "augment.cutout={}"])
     assert result.exit_code == 0, result.output
     spec = (workdir / "runs/folder-cutout/seed-0/spec.resolved.yaml").read_text()
-    assert "size: 12" in spec and "padding: 3" in spec
+    assert "size: 13" in spec and "padding: 3" in spec
+    metrics = json.loads((workdir / "runs/folder-cutout/seed-0/metrics.json").read_text())
+    assert 0.0 < metrics["final_test_aux_miou"] <= 1.0
 
 
 # ---------------------------------------------------------------------------------------------- cifar10
