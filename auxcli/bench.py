@@ -3,7 +3,8 @@
 For a spec, or a backbone given by options, on the same generated images in one process
 (`auxcli.perf.measure`): (a) the reference loop (PIL + torchvision per-sample transforms + DataLoader,
 fp32, eager), (b) auxcli's model-only train step, (c) auxcli's training pipeline end to end, their
-ratios, and achieved FLOP/s as a fraction of a stated peak. With a spec, also:
+ratios, and achieved FLOP/s as a fraction of a stated peak; (a)-(c) use 32x32 images (CIFAR), whatever
+the spec's `data.image_size`. With a spec, also:
 - `auxcli run`, steady state: a real run (run folder, MLflow, checkpoints) on the spec's data; its cost
   per epoch is the time between two epochs' MLflow records less the epoch's test pass (`eval_seconds`);
 - with an auxiliary task: train steps with augmentation, with and without the auxiliary head.
@@ -107,9 +108,10 @@ def format_report(result: dict[str, Any]) -> str:
     return "\n\n".join(lines)
 
 
-def _synthetic_split(tasks: list[Task], images: int, device: torch.device) -> SplitTensors:
+def _synthetic_split(spec: Spec, tasks: list[Task], images: int, device: torch.device) -> SplitTensors:
     generator = torch.Generator().manual_seed(0)
-    pixels = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    size = spec.data.image_size
+    pixels = torch.randint(0, 256, (images, 3, size, size), dtype=torch.uint8, generator=generator)
     classes = {t.name: torch.randint(0, 20, (images,), generator=generator) for t in tasks if t.label_set}
     return SplitTensors(pixels.to(device), {k: v.to(device) for k, v in classes.items()})
 
@@ -129,7 +131,7 @@ def train_step_throughput(spec: Spec, *, steps: int, repeats: int = 3, device: s
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.train.lr, momentum=spec.train.momentum,
                                 nesterov=spec.train.nesterov, weight_decay=spec.train.weight_decay)
     batch = spec.train.batch_size
-    split = _synthetic_split(tasks, batch * steps, runtime.device)
+    split = _synthetic_split(spec, tasks, batch * steps, runtime.device)
     mean, std = torch.full((3,), 0.5, device=runtime.device), torch.full((3,), 0.25, device=runtime.device)
     augment = build_train_augment(spec.augment, mean, std)
     generator = torch.Generator(device=runtime.device).manual_seed(0)

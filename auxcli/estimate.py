@@ -44,8 +44,17 @@ class RunEstimate:
 
 
 def split_sizes(spec: Spec) -> tuple[int, int]:
-    """Training and test images of the spec's data set, from the spec alone (nothing is loaded)."""
+    """Training and test images of the spec's data set, from the spec (an image folder: its file list)."""
     data = spec.data
+    if data.dataset == "folder":  # count the image files (nothing is decoded)
+        from collections import Counter
+
+        from auxcli.data.folder import list_images
+        from auxcli.project import anchored
+
+        listed = list_images(anchored(data.root))
+        per_class_counts = Counter(cls for cls, _ in listed["train"]).values()
+        return sum(min(n, data.subset or n) for n in per_class_counts), len(listed["test"])
     if data.dataset == "synthetic":
         per_class, test = data.synthetic.train_per_class, data.synthetic.test_per_class * CLASSES["synthetic"]
     else:

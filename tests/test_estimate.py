@@ -49,3 +49,17 @@ def test_durations_and_groups_read_like_the_study():
     assert [format_duration(s) for s in (42, 150, 4.1 * 3600)] == ["42 s", "2.5 min", "4.1 h"]
     assert group_of("table5-ricap-aux") == "Table 5" and group_of("mini-table2-probe-init") == "Table 2"
     assert group_of("my-experiment") == "my-experiment"
+
+
+def test_split_sizes_of_an_image_folder_count_its_files(workdir):
+    from PIL import Image
+
+    for split, per_class in (("train", 3), ("test", 1)):
+        for cls in ("cat", "dog"):
+            folder = workdir / "pets" / split / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (8, 8)).save(folder / f"{i}.png")
+    data = {"dataset": "folder", "root": str(workdir / "pets")}
+    assert split_sizes(Spec.model_validate({"name": "x", "data": data})) == (6, 2)
+    assert split_sizes(Spec.model_validate({"name": "x", "data": {**data, "subset": 2}})) == (4, 2)
