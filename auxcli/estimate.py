@@ -83,7 +83,9 @@ def measurement_key(spec: Spec, batch_size: int) -> str:
     device = torch.cuda.get_device_name(runtime.device) if runtime.device.type == "cuda" else "cpu"
     parts = {"host": platform.node(), "device": device, "torch": torch.__version__,
              "threads": torch.get_num_threads(), "model": spec.model.model_dump(mode="json"),
-             "task": spec.task.model_dump(mode="json"), "augment": spec.augment.model_dump(mode="json"),
+             # which label set a head learns does not change its cost; whether there is a main head does
+             "task": {**spec.task.model_dump(mode="json"), "labels": spec.task.labels != "none"},
+             "augment": spec.augment.model_dump(mode="json"),
              "batch": batch_size, "runtime": runtime.params()}
     return json.dumps(parts, sort_keys=True)
 

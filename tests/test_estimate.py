@@ -34,8 +34,10 @@ def test_plan_estimate_prints_a_time_for_every_run_and_reuses_the_cached_rate(wo
     assert first.stderr.count("measuring") == 1  # the probe trains its source's network: one measurement
     assert len(json.loads(cache.read_text())) == 1
 
-    again = CliRunner().invoke(app, ["plan", str(source), "--estimate", "--cache", str(cache)])
-    assert again.exit_code == 0 and "measuring" not in again.stderr
+    other_labels = tiny_spec("table1-superclass", "task: {labels: superclass}\n")
+    again = CliRunner().invoke(app, ["plan", str(source), str(other_labels), "--estimate", "--cache", str(cache)])
+    assert again.exit_code == 0 and "measuring" not in again.stderr  # the label set does not change the cost
+    assert re.search(rf"^Table 1: {DURATION}$", again.stdout, re.MULTILINE)
 
 
 def test_split_sizes_follow_the_data_section_without_loading_it():
