@@ -6,8 +6,8 @@
 #
 # Installs nothing. The figures come from `python -m auxcli.perf`, which imports only torch, torchvision,
 # numpy and PIL (a GPU machine may lack pydantic, MLflow and DVC; tests/test_perf.py checks this path runs
-# with them blocked). `auxcli plan specs/paper --estimate` runs too when pydantic, ruamel.yaml and
-# tabulate are importable; otherwise the suite estimate is computed here from the measured rates.
+# with them blocked). `auxcli plan specs/paper --estimate` runs too when auxcli's dependencies are
+# importable; otherwise (or if it fails) the suite estimate is computed here from the measured rates.
 #
 #   bash benchmarks/gpu.sh 2>&1 | tee gpu-figures.txt
 #   DEVICE=cpu SIZES=small SKIP_COMPILE=1 bash benchmarks/gpu.sh   # a smoke test of the script itself
@@ -60,8 +60,9 @@ timeout 300 $PERF sharing --processes $PROCESSES --runs 24 -- $RESNET --steps $R
   || echo "  FAILED or timed out"
 
 section "whole specs/paper suite on this card, one run at a time"
-if [ "$DEVICE" = cuda ] && python -c "import pydantic, ruamel.yaml, tabulate" 2>/dev/null; then
-  timeout 300 python -m auxcli plan specs/paper --estimate --cache "$OUT/rates.json" | sed -n '/^Table 1/,$p'
+if [ "$DEVICE" = cuda ] && python -c "import pydantic, ruamel.yaml, tabulate, typer, mlflow" 2>/dev/null \
+  && timeout 300 python -m auxcli plan specs/paper --estimate --cache "$OUT/rates.json" > "$OUT/plan.txt"; then
+  sed -n '/^Table 1/,$p' "$OUT/plan.txt"
 else
   # 6 PyramidNet trainings (Tables 1, 3), 3 PyramidNet linear probes (Table 2, forward cost), 27 ResNet-110
   # trainings (Tables 4, 5); 300 epochs of 50,000 training and 10,000 test images (forward: a third of a step).
