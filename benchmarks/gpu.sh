@@ -52,7 +52,7 @@ bench resnet110-max-autotune $RESNET --steps $RSTEPS --compile --compile-mode ma
 bench pyramidnet110-eager $PYRAMIDNET --steps $PSTEPS
 bench pyramidnet110-reduce-overhead $PYRAMIDNET --steps $PSTEPS --compile --compile-mode reduce-overhead --no-reference
 
-section "precision parity: ResNet-20, fp32 vs bf16 autocast, same seeds and data"
+section "precision parity: ResNet (20 unless SIZES=small), fp32 vs bf16 autocast, same seeds and data"
 timeout 300 $PERF parity --device "$DEVICE" $PARITY || echo "  FAILED or timed out"
 
 section "concurrent runs on one card: ResNet-110, eager, auto precision (Table 5 = 24 runs)"
