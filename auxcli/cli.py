@@ -23,7 +23,8 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except AuxcliError as exc:
-            typer.echo(str(exc), err=True)
+            if not getattr(exc, "quiet", False):  # quiet: another torchrun rank prints the same error
+                typer.echo(str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -102,17 +103,30 @@ def run(
     force: Annotated[bool, typer.Option(help="Retrain runs that already finished.")] = False,
     params: Annotated[Path | None, typer.Option(
         help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    nproc: Annotated[int | None, typer.Option(min=1, help=(
+        "Train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU, one GPU "
+        "per process on CUDA). Same as: torchrun --standalone --nproc-per-node N -m auxcli run ..."))] = None,
 ) -> None:
     """Train every seed of each spec; several specs run in dependency order (transfers after sources)."""
     from auxcli.plan import plan_order
     from auxcli.specfile import load_spec, params_overrides
-    from auxcli.train.runner import run_spec
+    from auxcli.train.distributed import process_group
 
     files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
-    specs = plan_order([load_spec(f, overrides) for f in files])
-    for spec in specs:
-        run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force)
+    if nproc is not None:  # check the specs here, then start the same command under torchrun
+        from auxcli.train.launch import launch, run_arguments
+
+        devices = [load_spec(f, overrides).runtime.device for f in files]
+        args = run_arguments(paths, set_ or [], seed=seed, resume=resume, force=force, params=params)
+        raise typer.Exit(launch(nproc, args, devices))
+    with process_group() as ranks:  # under torchrun: join the job (a no-op in one process)
+        from auxcli.train.runner import run_spec
+
+        with ranks.agree():
+            specs = plan_order([load_spec(f, overrides) for f in files])
+        for spec in specs:
+            run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force)
 
 
 # ---------------------------------------------------------------------------------------------- models
