@@ -22,8 +22,9 @@ others, and restarts all of them if it was started with `--max-restarts`.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -105,6 +106,18 @@ class Ranks:
         everyone: list[dict[int, dict[str, float]] | None] = [None] * self.world_size
         dist.all_gather_object(everyone, batches)
         return add_in_order({number: row for part in everyone for number, row in (part or {}).items()})
+
+    def main_first(self, compute: Callable[[], T]) -> T:
+        """`compute()` on rank 0, then (once it succeeded) on the other ranks, each keeping its own result:
+        for work that fills a cache the others then read (a download, a generated data set)."""
+        result = None
+        with self.agree():
+            if self.is_main:
+                result = compute()
+        with self.agree():
+            if not self.is_main:
+                result = compute()
+        return result
 
     def broadcast(self, value: T) -> T:
         """Rank 0's `value` on every rank (any picklable object)."""
@@ -194,6 +207,7 @@ def launched_by_torchrun() -> bool:
 @contextmanager
 def process_group(timeout_minutes: float = 30) -> Iterator[Ranks]:
     """Join torchrun's process group for the block (no-op without torchrun) and leave it cleanly.
+    Ranks other than 0 write their standard output to /dev/null: progress and notices come once.
 
     On success, and on an error every rank raised together, the ranks meet once more before leaving, so
     none exits (and makes torchrun stop the others) while rank 0 still records or prints. Any other
@@ -203,11 +217,17 @@ def process_group(timeout_minutes: float = 30) -> Iterator[Ranks]:
         yield SINGLE
         return
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, timeout=timedelta(minutes=timeout_minutes))
-    ranks = Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), True)
+    timeout = timedelta(minutes=timeout_minutes)
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+    # torchrun keeps its store across --max-restarts: a restarted attempt must not read the addresses the
+    # dead attempt's processes left there (gloo then waits for them forever), hence a prefix per attempt.
+    store = dist.PrefixStore(f"auxcli-attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+    ranks = Ranks(rank, world_size, int(os.environ.get("LOCAL_RANK", 0)), True)
     _current = ranks
     try:
-        yield ranks
+        with open(os.devnull, "w") as devnull, redirect_stdout(devnull if not ranks.is_main else sys.stdout):
+            yield ranks
     except BaseException as exc:
         if getattr(exc, AGREED, False):
             _leave()
