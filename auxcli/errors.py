@@ -82,6 +82,18 @@ class TrainingDiverged(AuxcliError):
     exit_code = 1
 
 
+class BundleError(AuxcliError):
+    """A bundle that cannot be built, or one that fails verification (changed, extra or unsafe members)."""
+
+    exit_code = 2
+
+
+class ReproductionMismatch(AuxcliError):
+    """`auxcli reproduce` re-ran the bundle and some metric is outside its tolerance."""
+
+    exit_code = 1
+
+
 class LaunchError(AuxcliError):
     """A multi-process launch that cannot work (e.g. more processes per machine than GPUs)."""
 

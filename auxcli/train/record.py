@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Protocol
 
+from auxcli.bundle.record import RECORD_DIR, write_record
 from auxcli.gitinfo import git_state
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
@@ -38,7 +39,8 @@ class Recorder(Protocol):
     def record_epoch(self, epoch: int, row: dict[str, float], history: list[dict[str, float]],
                      resume_state: dict[str, Any]) -> None: ...
 
-    def record_final(self, summary: dict[str, float], final_state: dict[str, Any]) -> None: ...
+    def record_final(self, summary: dict[str, float], final_state: dict[str, Any],
+                     record: dict[str, bytes] | None = None) -> None: ...
 
     def close(self, status: str) -> None: ...
 
@@ -78,15 +80,22 @@ class RunRecorder:
         save_checkpoint(self.folder.last, {"format": LAST_FORMAT, **resume_state, "mlflow_run_id": self.run_id,
                                            "spec_sha256": spec_sha256(self.spec)})
 
-    def record_final(self, summary: dict[str, float], final_state: dict[str, Any]) -> None:
+    def record_final(self, summary: dict[str, float], final_state: dict[str, Any],
+                     record: dict[str, bytes] | None = None) -> None:
+        """`final.pt`, summary metrics, the `repro/` record (`auxcli.bundle.record`), then `metrics.json`
+        (its presence means finished) and the artifacts, the record as the artifact folder `repro/`."""
         assert self.tracker is not None
         folder = self.folder
         save_checkpoint(folder.final, {"format": FINAL_FORMAT, **final_state, "mlflow_run_id": self.run_id})
         self.tracker.log_metrics(summary, step=self.spec.train.epochs)
+        if record is not None:
+            write_record(folder.repro, record)
         folder.write_metrics({**summary, "mlflow_run_id": self.run_id, "spec_name": self.spec.name,
                               "seed": self.seed})
         self.tracker.log_artifacts([folder.spec, folder.history, folder.metrics])
         self.tracker.log_artifacts([Path(folder.final)], subdir="model")
+        for name in record or {}:  # one call per file: the record's spec/ files keep their sub-folder
+            self.tracker.log_artifacts([folder.repro / name], subdir=Path(RECORD_DIR, name).parent.as_posix())
 
     def close(self, status: str) -> None:
         if self.tracker is not None:
@@ -107,7 +116,8 @@ class NoRecorder:
                      resume_state: dict[str, Any]) -> None:
         pass
 
-    def record_final(self, summary: dict[str, float], final_state: dict[str, Any]) -> None:
+    def record_final(self, summary: dict[str, float], final_state: dict[str, Any],
+                     record: dict[str, bytes] | None = None) -> None:
         pass
 
     def close(self, status: str) -> None:
