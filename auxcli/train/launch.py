@@ -64,6 +64,8 @@ def launch(nproc: int, run_args: Sequence[str], devices: Sequence[str]) -> int:
 
 
 def _torchrun_main(argv: Sequence[str]) -> int:
+    """torchrun, exiting with the first failed worker's code (a signal as 128 + its number)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -73,6 +75,8 @@ def _torchrun_main(argv: Sequence[str]) -> int:
         _, failure = exc.get_first_failure()
         code = failure.exitcode
         return code if code > 0 else 128 - code if code < 0 else 1
+    except SignalException as exc:  # Ctrl-C or SIGTERM reached torchrun; it has stopped the workers
+        return 128 + int(exc.sigval)
     return 0
 
 
