@@ -183,6 +183,7 @@ def test_nproc_2_leaves_one_run_folder_and_one_finished_mlflow_run(nproc_run):
     assert [row["epoch"] for row in history_rows(folder)] == ["1", "2"]
     client, runs = runs_in_store(workdir)
     assert [r.info.status for r in runs] == ["FINISHED"]
+    assert runs[0].data.tags["auxcli.world_size"] == "2"
     assert EPOCH_METRICS <= runs[0].data.metrics.keys()
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "test_acc")] == [1, 2]
 

@@ -99,7 +99,8 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
     recorder = RunRecorder(spec, seed, folder) if ranks.is_main else NoRecorder()
     # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
     stop = stop_after_epoch if stop_after_epoch is not None and stop_after_epoch < spec.train.epochs else None
-    tags = {**training.transfer_tags, **({"auxcli.stopped_after_epoch": str(stop)} if stop else {})}
+    tags = {**training.transfer_tags, **({"auxcli.stopped_after_epoch": str(stop)} if stop else {}),
+            **({"auxcli.world_size": str(ranks.world_size)} if ranks.distributed else {})}
     recorder.run_id = ranks.from_main(lambda: recorder.open(
         resumed_run_id=start.run_id, history=start.history, tags=tags, clear_folder=force))
     summary = _train_and_finish(training, recorder, start, provenance, stop)
