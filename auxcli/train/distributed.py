@@ -231,6 +231,8 @@ def process_group(timeout_minutes: float = 30) -> Iterator[Ranks]:
     except BaseException as exc:
         if getattr(exc, AGREED, False):
             _leave()
+        elif isinstance(exc, AuxcliError) and exc.exit_code > 128 and not ranks.is_main:
+            exc.quiet = True  # Ctrl-C or SIGTERM reached every rank: rank 0 says so
         raise
     else:
         _leave()
