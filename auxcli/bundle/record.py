@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.gitinfo import git_state
+from auxcli.project import anchored
 from auxcli.spec import DataSpec, Spec
 
 RECORD_FORMAT = "auxcli-repro/1"
@@ -231,7 +232,7 @@ def data_folder(spec: DataSpec) -> Path:
     """The folder that holds the data set's archive files."""
     from auxcli.data.synthetic import ARCHIVE_FOLDER, synthetic_folder
 
-    root = Path(spec.root)
+    root = anchored(spec.root)  # where load_data reads it
     if spec.dataset == "synthetic":
         s = spec.synthetic
         return synthetic_folder(root, train_per_class=s.train_per_class, test_per_class=s.test_per_class,
