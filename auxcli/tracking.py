@@ -8,7 +8,9 @@ The MLflow contract (the report, the DVC pipeline and users' queries read it):
 - tags `auxcli.spec_name`, `auxcli.seed`, `auxcli.spec_sha256`, `auxcli.git_commit`, `auxcli.git_branch`,
   `auxcli.git_dirty`, and for transfers `auxcli.transfer.*` (source run id, checkpoint path and sha256);
 - params: the resolved spec flattened to dotted keys (`train.lr`, `transfer.from`, ...);
-- metrics per epoch with step=epoch (1-based); summary metrics once at the end (see `auxcli.train.metrics`).
+- metrics per epoch with step=epoch (1-based); summary metrics once at the end (see `auxcli.train.metrics`);
+- `auxcli analyze` logs to its own runs, named `auxcli-analysis` and tagged `auxcli.analysis=true`
+  (`ANALYSIS_TAG`), with the input runs' ids in `auxcli.analysis.input_run_ids`; reports skip them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from auxcli.project import store_root
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+ANALYSIS_TAG = "auxcli.analysis"
 
 
 def resolve_tracking_uri(uri: str | None) -> str:

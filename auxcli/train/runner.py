@@ -30,7 +30,7 @@ from auxcli.augment.targets import Targets
 from auxcli.bundle.record import Provenance, run_record, runtime_choices
 from auxcli.augment.pipeline import build_eval_transform, build_train_augment
 from auxcli.data.batches import augment_seed, epoch_permutation
-from auxcli.data.labelsets import labels_for, num_classes
+from auxcli.data.labelsets import label_set_sizes, labels_for, num_classes
 from auxcli.data.load import load_data
 from auxcli.data.stats import channel_stats
 from auxcli.data.types import ImageData, Split
@@ -158,7 +158,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
     needs_source = spec.transfer is not None and spec.transfer.from_ != "init"
     source = ranks.from_main(lambda: resolve_source(spec, seed)) if needs_source else None
     with ranks.agree():
-        tasks = build_tasks(spec, num_classes(data, "gt"))
+        tasks = build_tasks(spec, label_set_sizes(data))
         mean, std = channel_stats(data.train.images)
         model = build_network(spec, tasks)
         setup = apply_transfer(spec, seed, model, source)
@@ -193,7 +193,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
 def build_network(spec: Spec, tasks: list[Task]) -> Network:
     """The spec's backbone with one fresh head per task (the study's Figure 1), its BatchNorm layers
     ghost (`runtime.bn_split`) or synchronised (`runtime.sync_bn`) as the spec asks."""
-    backbone = create_backbone(spec.model)
+    backbone = create_backbone(spec.model, image_size=spec.data.image_size)
     network = Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
     if spec.runtime.sync_bn:
         return use_sync_batch_norm(network)
