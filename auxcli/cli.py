@@ -23,7 +23,8 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except AuxcliError as exc:
-            typer.echo(str(exc), err=True)
+            if not getattr(exc, "quiet", False):  # quiet: another torchrun rank prints the same error
+                typer.echo(str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -121,26 +122,42 @@ def run(
         help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
     concurrent: Annotated[int, typer.Option(
         min=1, help="Train up to K runs (seeds or specs) at once on the device, one process each.")] = 1,
+    nproc: Annotated[int | None, typer.Option(min=1, help=(
+        "Train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU, one GPU "
+        "per process on CUDA). Same as: torchrun --standalone --nproc-per-node N -m auxcli run ..."))] = None,
 ) -> None:
     """Train every seed of each spec; several specs run in dependency order (transfers after sources)."""
     from auxcli.bundle.record import Provenance
     from auxcli.plan import plan_order
     from auxcli.specfile import load_spec, params_overrides
-    from auxcli.train.runner import run_spec
+    from auxcli.train.distributed import process_group
 
     files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
     if concurrent > 1:  # each process captures its own provenance, as `auxcli run FILE --seed S` would
+        if nproc is not None:
+            raise typer.BadParameter("--concurrent runs one process per run; it cannot be combined with --nproc")
         from auxcli.concurrent import jobs_for, run_concurrently
 
         child = [*(["--params", str(params)] if params else []), *[o for item in set_ or [] for o in ("--set", item)],
                  *(["--resume"] if resume else []), *(["--force"] if force else [])]
         raise typer.Exit(run_concurrently(jobs_for(files, overrides, seed), concurrent=concurrent, child_options=child))
-    loaded = [(load_spec(f, overrides), Provenance.capture(f, overrides)) for f in files]
-    provenance = {spec.name: prov for spec, prov in loaded}
-    for spec in plan_order([spec for spec, _ in loaded]):
-        run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
-                 provenance=provenance[spec.name])
+    if nproc is not None:  # check the specs here, then start the same command under torchrun
+        from auxcli.train.launch import launch, run_arguments
+
+        devices = [load_spec(f, overrides).runtime.device for f in files]
+        args = run_arguments(paths, set_ or [], seed=seed, resume=resume, force=force, params=params)
+        raise typer.Exit(launch(nproc, args, devices))
+    with process_group() as ranks:  # under torchrun: join the job (a no-op in one process)
+        from auxcli.train.runner import run_spec
+
+        with ranks.agree():
+            loaded = [(load_spec(f, overrides), Provenance.capture(f, overrides)) for f in files]
+            specs = plan_order([spec for spec, _ in loaded])
+        provenance = {spec.name: prov for spec, prov in loaded}
+        for spec in specs:
+            run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
+                     provenance=provenance[spec.name])
 
 
 # ---------------------------------------------------------------------------------------------- models
