@@ -8,14 +8,16 @@ commands, which keeps `auxcli validate` and `--help` fast.
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
 from typer.core import TyperGroup
 
-from auxcli.errors import AuxcliError, SpecError
+from auxcli.errors import AuxcliError, SpecError, describe_unexpected
 
 
 class _Group(TyperGroup):
@@ -25,12 +27,34 @@ class _Group(TyperGroup):
         except AuxcliError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # OSError (full disk, read-only folder), a broken MLflow store, a bug
+            if _debug_enabled():
+                raise
+            message, code = describe_unexpected(exc)
+            typer.echo(message, err=True)
+            raise typer.Exit(code) from None
+
+
+_DEBUG = {"on": False}
+
+
+def _debug_enabled() -> bool:
+    return _DEBUG["on"] or os.environ.get("AUXCLI_DEBUG", "") not in ("", "0")
 
 
 app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
                   help="Declarative image-classification experiments with auxiliary tasks.")
 data_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Create and check data sets.")
 app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option(
+        "--debug", help="Print the traceback of an unexpected error (also AUXCLI_DEBUG=1).")] = False) -> None:
+    """Declarative image-classification experiments with auxiliary tasks."""
+    _DEBUG["on"] = debug
 
 SetOption = Annotated[
     list[str] | None,
@@ -60,13 +84,14 @@ def validate(paths: SpecPaths, set_: SetOption = None) -> None:
 @app.command()
 def schema(out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None) -> None:
     """Print the spec's JSON Schema (draft-07), for editor completion."""
+    from auxcli.runfolder import atomic_write_text
     from auxcli.schema import spec_json_schema
 
     text = json.dumps(spec_json_schema(), indent=2) + "\n"
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text)
+        atomic_write_text(out, text)
         typer.echo(f"wrote {out}")
 
 
@@ -227,9 +252,12 @@ def ui(
 ) -> None:
     """Start the MLflow UI (`mlflow server`) on the runs' store; Ctrl-C stops it."""
     from auxcli.tracking import resolve_tracking_uri
-    from auxcli.ui import serve_ui
+    from auxcli.ui import exposure_warning, serve_ui
 
     uri = resolve_tracking_uri(tracking_uri)
+    warning = exposure_warning(host, port)
+    if warning:
+        typer.echo(warning, err=True)
     serve_ui(uri, host, port, on_ready=lambda url: typer.echo(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)"))
     typer.echo("stopped")
 
@@ -260,12 +288,13 @@ def pipeline(
 ) -> None:
     """Write a dvc.yaml with one stage per spec (transfers depend on their sources' final.pt)."""
     from auxcli.pipeline import dvc_yaml
+    from auxcli.runfolder import atomic_write_text
     from auxcli.specfile import load_spec
 
     files = _spec_files(paths)
-    out.write_text(dvc_yaml([(f, load_spec(f)) for f in files], params_file=params))
+    atomic_write_text(out, dvc_yaml([(f, load_spec(f)) for f in files], params_file=params))
     if not Path(params).exists():
-        Path(params).write_text("{}\n")
+        atomic_write_text(Path(params), "{}\n")
     typer.echo(f"wrote {out} ({len(files)} stages)")
 
 

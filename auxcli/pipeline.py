@@ -11,6 +11,7 @@ run-folder paths: `final.pt` per seed (cached), `metrics.json` (DVC metrics) and
 from __future__ import annotations
 
 import io
+import shlex
 from pathlib import Path
 
 from ruamel.yaml import YAML
@@ -22,7 +23,10 @@ from auxcli.spec import Spec
 
 def _bases(spec_file: Path) -> list[Path]:
     """The spec's `extends` files, recursively (they are dependencies too)."""
-    doc = YAML(typ="safe", pure=True).load(spec_file.read_text()) or {}
+    from auxcli.safeyaml import parse_yaml, plain, read_text_file
+
+    allowed = "a UTF-8 YAML mapping"
+    doc = plain(parse_yaml(read_text_file(spec_file, "spec file", allowed), str(spec_file), allowed)) or {}
     named = doc.get("extends") or []
     found: list[Path] = []
     for base in [named] if isinstance(named, str) else named:
@@ -49,7 +53,8 @@ def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "param
         if source is not None:
             deps += [_run_file(source, seed, "final.pt") for seed in source.seeds]
         stages[spec.name] = {
-            "cmd": f"auxcli run {path.as_posix()} --params {params_file} --force",
+            # quoted: a file name with a space or `$(...)` is one argument, never shell code (issue 9)
+            "cmd": f"auxcli run {shlex.quote(path.as_posix())} --params {shlex.quote(params_file)} --force",
             "deps": deps,
             "params": [{params_file: None}],
             "outs": [_run_file(spec, seed, "final.pt") for seed in spec.seeds],

@@ -13,24 +13,46 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auxcli.errors import OutputError
+from auxcli.errors import OutputError, RunInUse, output_error
 from auxcli.spec import Spec
 
 
+TMP_SUFFIX = ".tmp"
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
+
+    A failed write (full disk, read-only folder) removes the temporary file and raises `OutputError`
+    naming `path` (exit 1 for a full disk, 2 for a path that cannot be written). A killed process can
+    still leave `.<name>.*.tmp` behind: `RunFolder.remove_stale_temporaries` clears those.
+    """
+    if path.exists() and not path.is_file():  # /dev/stdout, a FIFO: write through, never replace the node
+        try:
+            with open(path, "wb") as f:
+                write(f)
+        except OSError as exc:
+            raise output_error(path, exc) from None
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise output_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -38,6 +60,57 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+class RunFolderLock:
+    """An exclusive `flock` on `<run folder>/.lock`, naming its holder (pid and host) inside the file.
+
+    The kernel drops the lock when the holder exits, however it exits (SIGKILL included), so a lock is
+    never stale; the file itself stays (removing it would let two processes lock two different files).
+    A second process gets `RunInUse` (exit 2) naming the holder.
+    """
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+        import socket
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise output_error(self.path, exc, "the run folder's lock") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunInUse(f"{self.path.parent} is in use by {holder}: the same spec and seed is already running. "
+                           "Wait for it to finish (or stop it), then re-run; to run both, give this one another "
+                           "name with --set name=...") from None
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode() + b"\n", 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunFolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 
@@ -68,6 +141,17 @@ class RunFolder:
         except OSError as exc:
             raise OutputError(f"{self.root}: the run folder cannot be written ({exc.strerror}). "
                               "Choose another runtime.runs_dir or fix the folder's permissions.") from None
+
+    def lock(self) -> RunFolderLock:
+        """The folder's lock; hold it (`with folder.lock():`) for as long as the run writes here."""
+        return RunFolderLock(self.root)
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete `.<file>.*.tmp` left by writes a kill interrupted; call it only while holding the lock."""
+        stale = [p for p in self.root.glob(f".*{TMP_SUFFIX}") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     def clear(self) -> None:
         """Forget an earlier run (for --force): every output goes, the folder stays."""
