@@ -15,6 +15,7 @@ from typing import Annotated
 
 import click
 import typer
+import typer.exceptions
 from typer.core import TyperGroup
 
 from auxcli.errors import AuxcliError, SpecError, describe_unexpected
@@ -27,7 +28,7 @@ class _Group(TyperGroup):
         except AuxcliError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
-        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, KeyboardInterrupt):
+        except _CLI_EXCEPTIONS:  # usage errors, --help, Ctrl-C: the CLI framework reports them
             raise
         except Exception as exc:  # OSError (full disk, read-only folder), a broken MLflow store, a bug
             if _debug_enabled():
@@ -38,6 +39,9 @@ class _Group(TyperGroup):
 
 
 _DEBUG = {"on": False}
+# typer vendors click (typer._click) in recent releases; its exceptions derive from TyperException.
+_CLI_EXCEPTIONS = (typer.Exit, typer.Abort, typer.exceptions.TyperException, click.exceptions.ClickException,
+                   click.exceptions.Abort, click.exceptions.Exit, KeyboardInterrupt)
 
 
 def _debug_enabled() -> bool:
@@ -122,7 +126,8 @@ def plan(paths: SpecPaths, set_: SetOption = None) -> None:
 def run(
     paths: SpecPaths,
     set_: SetOption = None,
-    seed: Annotated[int | None, typer.Option(help="Run only this seed (default: the spec's seeds).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=2**32 - 1,
+                                             help="Run only this seed (default: the spec's seeds).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from last.pt (also automatic when it exists).")] = False,
     force: Annotated[bool, typer.Option(help="Retrain runs that already finished.")] = False,
     params: Annotated[Path | None, typer.Option(
@@ -132,10 +137,13 @@ def run(
     from auxcli.plan import plan_order
     from auxcli.specfile import load_spec, params_overrides
     from auxcli.train.runner import run_spec
+    from auxcli.train.runtime import check_devices
 
     files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
-    specs = plan_order([load_spec(f, overrides) for f in files])
+    loaded = [(f, load_spec(f, overrides)) for f in files]
+    check_devices(loaded)
+    specs = plan_order([spec for _, spec in loaded])
     for spec in specs:
         run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force)
 
@@ -266,8 +274,8 @@ def ui(
 def bench(
     spec_path: Annotated[Path, typer.Argument(help="The spec to measure.")],
     set_: SetOption = None,
-    steps: Annotated[int, typer.Option(help="Train steps per model-only measurement.")] = 20,
-    epochs: Annotated[int, typer.Option(help="Steady-state epochs of the real run.")] = 2,
+    steps: Annotated[int, typer.Option(min=1, max=100_000, help="Train steps per model-only measurement.")] = 20,
+    epochs: Annotated[int, typer.Option(min=1, max=1000, help="Steady-state epochs of the real run.")] = 2,
 ) -> None:
     """Model-only train-step images/s vs a real `auxcli run`, and the cost of the auxiliary head."""
     from tabulate import tabulate

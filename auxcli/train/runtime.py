@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from auxcli.errors import Problem, SpecError
 from auxcli.spec import RuntimeSpec
 
 
@@ -22,8 +23,34 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
 
+def device_problem(device: str) -> str | None:
+    """Why `runtime.device` cannot be used on this machine (None when it can): `cuda` without a CUDA
+    device, `cuda:N` beyond the devices there, `mps` without Apple's Metal backend."""
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if count == 0:
+            return f"{device!r} was asked for, but torch sees no CUDA device here"
+        if index >= count:
+            return f"{device!r} was asked for, but torch sees {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return "'mps' was asked for, but the Metal (MPS) backend is not available here"
+    return None
+
+
+def check_devices(specs: list[tuple[object, object]]) -> None:
+    """`SpecError` naming each (file, spec) whose `runtime.device` this machine lacks, before anything runs."""
+    problems = [Problem(str(file), None, None, "runtime.device", problem, "auto or cpu on this machine")
+                for file, spec in specs if (problem := device_problem(spec.runtime.device))]
+    if problems:
+        raise SpecError(problems)
+
+
 def resolve_runtime(spec: RuntimeSpec) -> Runtime:
     """`auto` picks CUDA when present; precision `auto` is bf16 autocast on CUDA and fp32 on CPU."""
+    problem = device_problem(spec.device)
+    if problem:
+        raise SpecError([Problem("spec", None, None, "runtime.device", problem, "auto or cpu on this machine")])
     if spec.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
