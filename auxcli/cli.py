@@ -103,7 +103,8 @@ def schema(out: Annotated[Path | None, typer.Option(help="Write here instead of 
 
 @app.command()
 def plan(paths: SpecPaths, set_: SetOption = None) -> None:
-    """Print the run order (transfers after their sources) and each seed's status: done, partial, todo."""
+    """Print the run order (transfers after their sources) and each seed's status: done, incomplete (trained,
+    not fully recorded: a re-run repairs it), stale (another spec's result: --force), partial, todo."""
     from auxcli.plan import plan_table, run_status
     from auxcli.specfile import load_spec
 
@@ -118,7 +119,8 @@ def plan(paths: SpecPaths, set_: SetOption = None) -> None:
         raise SpecError(problems)
     typer.echo(plan_table(specs, sources=[str(f) for f in files]))
     statuses = [run_status(spec, seed) for spec in specs for seed in spec.seeds]
-    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "partial", "todo"))
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "incomplete", "stale", "partial", "todo")
+                       if s in ("done", "partial", "todo") or statuses.count(s))
     typer.echo(f"{len(specs)} specs, {len(statuses)} runs: {counts}")
 
 

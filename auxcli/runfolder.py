@@ -1,8 +1,10 @@
 """The run folder `runs/<name>/seed-<k>/`: fixed paths, each file rewritten whole, so DVC can track them.
 
 `spec.resolved.yaml` (what ran), `history.csv` (one row per epoch), `last.pt` (resume state, after every
-epoch), `final.pt` (weights for transfer) and `metrics.json` (final and best numbers). `metrics.json`
-is written last: its presence means the run finished.
+epoch), `final.pt` (weights for transfer), `metrics.json` (final and best numbers) and `complete.json`
+(the completion marker). Completion has two phases: `metrics.json` says training finished; only after
+the MLflow artifacts are logged and the MLflow run is closed is `complete.json` written, so its
+presence means the whole result is recorded. `.lock` guards the folder while a process runs in it.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class RunFolder:
     metrics = property(lambda self: self.root / "metrics.json")
     last = property(lambda self: self.root / "last.pt")
     final = property(lambda self: self.root / "final.pt")
+    complete = property(lambda self: self.root / "complete.json")  # the completion marker, written last
 
     def is_finished(self) -> bool:
         return self.metrics.exists()
@@ -155,7 +158,7 @@ class RunFolder:
 
     def clear(self) -> None:
         """Forget an earlier run (for --force): every output goes, the folder stays."""
-        for path in (self.metrics, self.final, self.last, self.history, self.spec):
+        for path in (self.complete, self.metrics, self.final, self.last, self.history, self.spec):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.root / "artifacts", ignore_errors=True)
 
@@ -177,3 +180,14 @@ class RunFolder:
 
     def read_metrics(self) -> dict:
         return json.loads(self.metrics.read_text())
+
+    def write_completion(self, record: dict) -> None:
+        """The last write of a run: metrics.json, the MLflow artifacts and the closed MLflow run exist."""
+        atomic_write_text(self.complete, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def read_completion(self) -> dict | None:
+        try:
+            record = json.loads(self.complete.read_text())
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            return None
+        return record if isinstance(record, dict) else None
