@@ -144,6 +144,7 @@ def test_plan_cli_shows_each_seed_status(workdir):
 def test_plan_cli_reads_runs_dir_from_set(workdir):
     (workdir / "s.yaml").write_text("name: s\n")
     _touch(workdir / "elsewhere" / "s" / "seed-0" / "metrics.json")
+    _touch(workdir / "elsewhere" / "s" / "seed-0" / "complete.json")
     assert "0:todo" in runner.invoke(app, ["plan", "s.yaml"]).output
     result = runner.invoke(app, ["plan", "s.yaml", "--set", "runtime.runs_dir=elsewhere"])
     assert result.exit_code == 0 and "0:done" in result.output
