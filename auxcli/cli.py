@@ -139,12 +139,15 @@ def run(
     from auxcli.plan import plan_order
     from auxcli.specfile import load_spec, params_overrides
     from auxcli.train.runner import run_spec
+    from auxcli.tracking import check_tracking_uri, resolve_tracking_uri
     from auxcli.train.runtime import check_devices
 
     files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
     loaded = [(f, load_spec(f, overrides)) for f in files]
     check_devices(loaded)
+    for _, spec in loaded:  # a bad store URI is an error before any data is generated or any epoch runs
+        check_tracking_uri(resolve_tracking_uri(spec.tracking.uri))
     specs = plan_order([spec for _, spec in loaded])
     for spec in specs:
         run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force)

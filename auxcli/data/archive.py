@@ -4,8 +4,8 @@ The CIFAR python release is a set of pickles (https://www.cs.toronto.edu/~kriz/c
 can name any Python callable, so an archive from a shared drive, a DVC remote or a tarball that
 matches its own `manifest.json` could run code when loaded (issue 9). Every archive file is therefore
 read by `SafeUnpickler`, which builds only plain containers, numbers, strings and numpy arrays: the
-same numpy globals that `torch.load(weights_only=True)` admits (`numpy.core.multiarray._reconstruct`,
-`numpy.ndarray`, `numpy.dtype`) and nothing else.
+same globals that `torch.load(weights_only=True)` admits for numpy data (`numpy.core.multiarray._reconstruct`,
+`numpy.ndarray`, `numpy.dtype`, `_codecs.encode`) and nothing else.
 
 `read_archive` then checks what the files hold, split by split: a uint8 (N, 3072) `data` array, N
 labels per label key, labels inside the class range, no empty split, the full list of class names.
@@ -14,6 +14,7 @@ labels per label key, labels inside the class range, no empty split, the full li
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles written by Python 3 spell bytes
 }
 
 
