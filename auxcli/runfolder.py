@@ -84,7 +84,10 @@ class RunFolderLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise output_error(self.path, exc, "the run folder's lock") from None
+            error = OutputError(f"{self.path.parent}: the run folder cannot be written ({exc.strerror}). Choose "
+                                "another runtime.runs_dir or fix the folder's permissions.")
+            error.exit_code = output_error(self.path, exc).exit_code
+            raise error from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -132,7 +135,8 @@ class RunFolder:
     complete = property(lambda self: self.root / "complete.json")  # the completion marker, written last
 
     def is_finished(self) -> bool:
-        return self.metrics.exists()
+        """Finished and fully recorded: the completion marker exists (metrics.json alone is `incomplete`)."""
+        return self.complete.exists()
 
     def prepare(self) -> None:
         """Create the folder and prove it is writable before any training starts."""

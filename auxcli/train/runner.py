@@ -30,11 +30,13 @@ from auxcli.errors import AuxcliError, CheckpointError, TrainingDiverged
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone
 from auxcli.spec import Spec
+from auxcli.staleness import is_stale, stale_error
 from auxcli.tasks import Task, build_tasks
 from auxcli.train.checkpoint import LAST_FORMAT, load_checkpoint, restore_rng_state, rng_state
 from auxcli.train.loop import SplitTensors, Transform, evaluate, train_epoch
 from auxcli.train.metrics import split_metrics, summary_metrics
 from auxcli.runfolder import RunFolder
+from auxcli.testhooks import pause_point
 from auxcli.train.progress import Progress, make_progress
 from auxcli.train.record import Recorder, RunRecorder, run_label, spec_sha256
 from auxcli.train.runtime import Runtime, resolve_runtime
@@ -57,7 +59,7 @@ class Interrupted(AuxcliError):
 class RunOutcome:
     name: str
     seed: int
-    status: str  # finished | complete (finished before; not retrained)
+    status: str  # finished | complete (finished before; not retrained) | repaired (record completed)
     folder: RunFolder
     metrics: dict[str, Any]  # the summary metrics of metrics.json
     run_id: str | None
@@ -70,29 +72,57 @@ def run_spec(spec: Spec, *, seeds: list[int] | None = None, resume: bool = False
 
 def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False) -> RunOutcome:
     """One seed, in four phases: prepare (build everything from the spec), restore (from `last.pt`),
-    train (epoch by epoch, recorded after each) and finish (final weights and summary)."""
-    folder = RunFolder.of(spec, seed)
-    if folder.is_finished() and not force:
-        return _already_finished(spec, seed, folder)
-    folder.prepare()
-    checkpoint = None if force else _load_resumable(folder, spec)
-    if resume and checkpoint is None:
-        print(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.", flush=True)
+    train (epoch by epoch, recorded after each) and finish (final weights and summary).
 
-    training = prepare(spec, seed)
-    start = restore(training, checkpoint)
-    recorder = RunRecorder(spec, seed, folder)
-    # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
-    recorder.open(resumed_run_id=start.run_id, history=start.history, tags=training.transfer_tags,
-                  clear_folder=force)
-    summary = _train_and_finish(training, recorder, start)
-    return RunOutcome(spec.name, seed, "finished", folder, summary, recorder.run_id)
+    The whole run holds the run folder's lock (a second process for the same folder exits 2). A folder
+    of another resolved spec is refused (`StaleResult`, exit 2) unless `force`; a finished but
+    incompletely recorded one is repaired without retraining (see `record.py`)."""
+    folder = RunFolder.of(spec, seed)
+    with folder.lock():
+        pause_point("after-lock")
+        folder.prepare()
+        folder.remove_stale_temporaries()
+        if not force:
+            if is_stale(spec, folder):
+                raise stale_error(spec, seed, folder)
+            if folder.is_finished():
+                return _already_finished(spec, seed, folder)
+            if folder.metrics.exists():
+                return _repair(spec, seed, folder)
+        checkpoint = None if force else _load_resumable(folder, spec)
+        if resume and checkpoint is None:
+            print(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.", flush=True)
+
+        training = prepare(spec, seed)
+        start = restore(training, checkpoint)
+        recorder = RunRecorder(spec, seed, folder)
+        summary = _train_and_finish(training, recorder, start, clear_folder=force)
+        return RunOutcome(spec.name, seed, "finished", folder, summary, recorder.run_id)
 
 
 def _already_finished(spec: Spec, seed: int, folder: RunFolder) -> RunOutcome:
     print(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.", flush=True)
     recorded = folder.read_metrics()
     return RunOutcome(spec.name, seed, "complete", folder, recorded, recorded.get("mlflow_run_id"))
+
+
+def _repair(spec: Spec, seed: int, folder: RunFolder) -> RunOutcome:
+    """Training finished earlier but the MLflow record did not: complete it, without retraining."""
+    recorder = RunRecorder(spec, seed, folder)
+    with _signals_raise():
+        status = "FAILED"
+        try:
+            recorder.repair()
+            status = "FINISHED"
+        except Interrupted:
+            status = "KILLED"
+            raise
+        finally:
+            recorder.close(status)
+    print(f"{run_label(spec, seed)}: training had finished; completed its MLflow record (run {recorder.run_id}) "
+          "without retraining.", flush=True)
+    recorded = folder.read_metrics()
+    return RunOutcome(spec.name, seed, "repaired", folder, recorded, recorder.run_id)
 
 
 # ---------------------------------------------------------------------------------------------- prepare
@@ -192,23 +222,27 @@ def _load_resumable(folder: RunFolder, spec: Spec) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------------------------- train, finish
 
-def _train_and_finish(t: _Training, recorder: Recorder, start: Start) -> dict[str, float]:
-    """Train and finish under signal handling; the MLflow run always ends FINISHED, FAILED or KILLED."""
+def _train_and_finish(t: _Training, recorder: Recorder, start: Start, *, clear_folder: bool) -> dict[str, float]:
+    """Open the record, train and finish under signal handling; the MLflow run always ends FINISHED,
+    FAILED or KILLED: a second Ctrl-C or SIGTERM while closing it is ignored, not obeyed halfway."""
     status = "FAILED"
-    try:
-        with _signals_raise():
+    with _signals_raise():
+        try:
+            # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
+            recorder.open(resumed_run_id=start.run_id, history=start.history, tags=t.transfer_tags,
+                          clear_folder=clear_folder)
             history = train(t, recorder, start)
             summary = finish(t, recorder, history)
-        status = "FINISHED"
-    except Interrupted:
-        status = "KILLED"
-        raise
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise Interrupted(signal.SIGINT) from None
-    finally:
-        t.progress.close()
-        recorder.close(status)
+            status = "FINISHED"
+        except Interrupted:
+            status = "KILLED"
+            raise
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise Interrupted(signal.SIGINT) from None
+        finally:
+            t.progress.close()
+            recorder.close(status)
     return summary
 
 
@@ -285,12 +319,19 @@ def _on_device(data: ImageData, split: Split, split_name: str, tasks: list[Task]
 
 @contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGTERM raises `Interrupted` (like Ctrl-C raises KeyboardInterrupt) so cleanup runs."""
+    """The first SIGTERM or Ctrl-C raises `Interrupted` so cleanup runs; later ones are ignored until the
+    block ends, so a quick second signal cannot abort the cleanup and leave the MLflow run RUNNING."""
+    interrupted: list[int] = []
+
     def handler(signum, frame):
+        if interrupted:
+            return
+        interrupted.append(signum)
         raise Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
