@@ -5,6 +5,7 @@ and sleeps (`AUXCLI_TEST_PAUSE_SECONDS`, default 60) when it reaches that point;
 Unset (always, outside tests), a pause point is one dictionary lookup. Points:
 
 - `after-lock`: the run folder's lock is held, nothing else done;
+- `before-epoch`: the MLflow run is open (RUNNING), an epoch is about to start;
 - `after-checkpoint`: an epoch's `last.pt` is saved, its MLflow metrics not yet logged;
 - `after-metrics`: `metrics.json` is written, no MLflow artifact logged yet;
 - `during-artifacts`: the first MLflow artifact is logged, the others not;

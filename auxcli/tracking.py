@@ -149,6 +149,7 @@ def open_client(uri: str) -> Any:
         with _exclusive(path.with_name(f".{path.name}.lock")):
             if not path.exists():
                 _create_sqlite_store(path)
+                _dispose_engine(uri)  # a cached engine of this process may hold a deleted earlier file
     client = MlflowClient(tracking_uri=uri)
     if path is not None:
         _retry_locked(lambda: client.search_experiments(max_results=1))  # opens (and checks) the schema now
@@ -176,7 +177,10 @@ def get_or_create_experiment(client: Any, name: str) -> str:
 def _create_sqlite_store(path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    tmp = path.with_name(f".{path.name}.init-{os.getpid()}")
+    import uuid
+
+    # unique per call: MLflow caches stores by URI, and a cached one would skip the migrations
+    tmp = path.with_name(f".{path.name}.init-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp_uri = f"sqlite:///{tmp}"
     try:
         MlflowClient(tracking_uri=tmp_uri).search_experiments(max_results=1)  # runs the migrations

@@ -250,6 +250,7 @@ def train(t: _Training, recorder: Recorder, start: Start) -> list[dict[str, floa
     """The remaining epochs; each is recorded (metrics, history, `last.pt`) before the next starts."""
     history = list(start.history)
     for epoch in range(start.epoch, t.spec.train.epochs + 1):
+        pause_point("before-epoch")
         row = _one_epoch(epoch, t)
         t.scheduler.step()
         history.append(row)
