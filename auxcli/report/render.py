@@ -163,7 +163,7 @@ def _tabular(title: str, headers: list[str], body: list[list[str]], text_columns
         return latex_escape(text).replace("±", r"$\pm$")
 
     spec = "l" * text_columns + "r" * (len(headers) - text_columns)
-    lines = [f"% {one_line(title)}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+    lines = [f"% {latex_escape(title)}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(cell(h) for h in headers) + r" \\", r"\midrule"]
     lines += [" & ".join(cell(c) for c in row) + r" \\" for row in body]
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -178,7 +178,8 @@ def _latex(report: Report) -> str:
     if report.generic:
         headers, body = generic_grid(report.generic, note=False)
         parts.append(_tabular("Other specs", headers, body, 3))
-    parts.append("\n".join("% " + one_line(line) for line in footer_lines(report)))
+    # escaped although a comment: a name must not end the comment line or reach any later tool as TeX
+    parts.append("\n".join("% " + latex_escape(line) for line in footer_lines(report)))
     return "\n\n".join(parts) + "\n"
 
 
