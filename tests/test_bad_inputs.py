@@ -274,13 +274,12 @@ def test_store_creation_failure_leaves_no_broken_store(workdir, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(sqlalchemy.engine.base.Connection, "execute", full_disk)
     tiny(workdir)
-    result = invoke(["run", "tiny.yaml"])
-    check(result, 2, "mlflow.db")
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlalchemy.engine.base.Connection, "execute", full_disk)
+        check(invoke(["run", "tiny.yaml"]), 2, "mlflow.db")
     assert not (workdir / "mlflow.db").exists()
     assert not list(workdir.glob(".mlflow.db.init-*"))
-    monkeypatch.undo()
     from auxcli.tracking import RunTracker
 
     assert RunTracker(None, "auxcli").experiment_id  # the next attempt creates it whole
@@ -429,3 +428,61 @@ def test_truncated_last_pt(workdir):
     path = workdir / "runs/tiny/seed-0/last.pt"
     path.write_bytes(path.read_bytes()[:50])
     check(invoke(["run", "tiny.yaml"]), 2, "last.pt", "cannot read")
+
+
+def test_read_only_mlflow_db_is_named(workdir, monkeypatch):
+    from auxcli.tracking import RunTracker
+
+    RunTracker(None, "auxcli")
+    db = str(workdir / "mlflow.db")
+    real = os.access
+    monkeypatch.setattr("auxcli.tracking.os.access", lambda p, mode: False if str(p) == db else real(p, mode))
+    tiny(workdir)
+    check(invoke(["run", "tiny.yaml"]), 2, "mlflow.db", "read-only")
+
+
+def test_metrics_json_on_a_full_disk_fails_cleanly_and_a_rerun_finishes(workdir, monkeypatch):
+    real = os.replace
+
+    def replace(src, dst):
+        if str(dst).endswith("metrics.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    tiny(workdir)
+    with monkeypatch.context() as patch:
+        patch.setattr("auxcli.runfolder.os.replace", replace)
+        check(invoke(["run", "tiny.yaml"]), 1, "metrics.json", "ENOSPC")
+    folder = workdir / "runs" / "tiny" / "seed-0"
+    assert not (folder / "metrics.json").exists() and not list(folder.glob(".*.tmp"))
+    rerun = invoke(["run", "tiny.yaml"])
+    check(rerun, 0)
+    assert "epoch 1/1" not in rerun.output  # resumed after the last epoch: nothing retrained
+    assert (folder / "complete.json").exists()
+
+
+def test_too_long_runs_dir_is_named(workdir):
+    tiny(workdir)
+    check(invoke(["run", "tiny.yaml", "--set", f"runtime.runs_dir={'r' * 300}"]), 2, "r" * 300, "cannot be written")
+
+
+def test_report_out_into_a_file_path(workdir):
+    from auxcli.tracking import RunTracker
+
+    tracker = RunTracker(None, "auxcli")
+    tracker.start("x-s0", {"auxcli.spec_name": "x", "auxcli.seed": "0"}, {})
+    tracker.log_metrics({"final_test_acc": 0.5}, 1)
+    tracker.end("FINISHED")
+    (workdir / "afile").write_text("x")
+    check(invoke(["report", "--out", "afile/reports"]), 2, "afile/reports")
+
+
+@pytest.mark.parametrize(("name", "code", "hint"), [("ENOSPC", 1, "free some space"), ("EROFS", 2, "read-only"),
+                                                     ("EACCES", 2, "permissions"), ("ENAMETOOLONG", 2, "shorter"),
+                                                     ("EIO", 1, "check that path")])
+def test_os_errors_map_to_exit_codes_and_hints(name, code, hint):
+    from auxcli.errors import describe_unexpected
+
+    message, exit_code = describe_unexpected(OSError(getattr(errno, name), os.strerror(getattr(errno, name)),
+                                                     "/some/path"))
+    assert exit_code == code and "/some/path" in message and name in message and hint in message
