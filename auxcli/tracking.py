@@ -147,6 +147,8 @@ def open_client(uri: str) -> Any:
     path = sqlite_path(uri)
     if path is not None and not path.exists():
         with _exclusive(path.with_name(f".{path.name}.lock")):
+            for stale in path.parent.glob(f".{path.name}.init-*"):  # from a creation that was killed
+                stale.unlink(missing_ok=True)
             if not path.exists():
                 _create_sqlite_store(path)
                 _dispose_engine(uri)  # a cached engine of this process may hold a deleted earlier file

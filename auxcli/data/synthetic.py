@@ -110,6 +110,7 @@ def synthesize_cifar100(root: Path, *, train_per_class: int, test_per_class: int
         return _existing_archive(target, params)
     try:
         root.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_staging(root)
         staging = Path(tempfile.mkdtemp(prefix=".synthesize-", dir=root))
     except OSError as exc:
         raise output_error(root, exc, "the synthetic archive into") from None
@@ -126,6 +127,18 @@ def synthesize_cifar100(root: Path, *, train_per_class: int, test_per_class: int
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _remove_abandoned_staging(root: Path, age_s: float = 3600) -> None:
+    """Staging folders of generations that were killed; an hour old, so no live generation loses its own."""
+    import time
+
+    for staging in root.glob(".synthesize-*"):
+        try:
+            if time.time() - staging.stat().st_mtime > age_s:
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def read_manifest(archive: Path) -> dict:

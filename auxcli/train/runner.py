@@ -78,7 +78,7 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
     of another resolved spec is refused (`StaleResult`, exit 2) unless `force`; a finished but
     incompletely recorded one is repaired without retraining (see `record.py`)."""
     folder = RunFolder.of(spec, seed)
-    with folder.lock():
+    with _folder_lock(folder):
         pause_point("after-lock")
         folder.prepare()
         folder.remove_stale_temporaries()
@@ -98,6 +98,14 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
         recorder = RunRecorder(spec, seed, folder)
         summary = _train_and_finish(training, recorder, start, clear_folder=force)
         return RunOutcome(spec.name, seed, "finished", folder, summary, recorder.run_id)
+
+
+def _folder_lock(folder: RunFolder) -> Any:
+    """The run folder's lock; under torchrun only rank 0 (the process that writes the folder) takes it."""
+    import contextlib
+    import os
+
+    return folder.lock() if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
 
 
 def _already_finished(spec: Spec, seed: int, folder: RunFolder) -> RunOutcome:
