@@ -57,6 +57,10 @@ def read_spec_data(path: str | Path, overrides: Sequence[str] = ()) -> tuple[dic
 
 
 def validate_spec_data(data: dict, locations: dict[Path_, Location], source: str) -> Spec:
+    bad = _control_character_values(data, ())
+    if bad:  # escapes such as "\0" reach values past the file's own check; paths and names must not hold them
+        raise SpecError([_problem_at(path, "control character in the value", "printable text", locations, source)
+                         for path in bad])
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
@@ -67,6 +71,18 @@ def validate_spec_data(data: dict, locations: dict[Path_, Location], source: str
                         at=tuple(p.at.split(".")) if p.at else None)
             for p in exc.problems
         ]) from None
+
+
+def _control_character_values(node: Any, path: Path_) -> list[Path_]:
+    import re
+
+    if isinstance(node, str):
+        return [path] if re.search("[\x00-\x1f\x7f]", node) else []
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in _control_character_values(value, path + (key,))]
+    if isinstance(node, list):
+        return [p for i, value in enumerate(node) for p in _control_character_values(value, path + (i,))]
+    return []
 
 
 def dump_spec(spec: Spec) -> str:

@@ -89,6 +89,7 @@ SPEC_FILE_CASES: dict[str, tuple[bytes, str, tuple[str, ...]]] = {
                         ("tracking.experiment", "file-system-safe")),
     "experiment_absolute": (b"name: x\ntracking: {experiment: /tmp/x}\n", "validate", ("tracking.experiment",)),
     "name_path": (b"name: ../x\n", "validate", ("name",)),
+    "escaped_nul_in_path": (b'name: x\ndata: {root: "da\\0ta"}\n', "validate", ("data.root", "control character")),
 }
 
 
