@@ -106,26 +106,20 @@ def assert_recorded_once(workdir: Path, epochs: int) -> str:
     return run_id
 
 
-def test_kills_in_epoch_1_between_checkpoint_and_log_and_after_metrics_lose_nothing(workdir):
+def test_sigkills_at_every_dangerous_moment_lose_nothing_and_log_each_epoch_once(workdir):
     write_spec(workdir)
     kill_at(workdir, "before-epoch")  # epoch 1: an MLflow run RUNNING, no last.pt yet
     kill_at(workdir, "after-checkpoint")  # epoch 1's last.pt saved, its metrics not yet logged
-    kill_at(workdir, "after-metrics")  # trained: metrics.json written, no artifacts
-    plan = CliRunner().invoke(app, ["plan", "k.yaml"])
-    assert "0:incomplete" in plan.output
+    kill_at(workdir, "after-metrics")  # epoch 2 trained: metrics.json written, no artifacts
+    assert "0:incomplete" in CliRunner().invoke(app, ["plan", "k.yaml"]).output
+    kill_at(workdir, "during-artifacts")  # the repair killed halfway through the artifacts
+    kill_at(workdir, "before-marker")  # the repair killed after closing the run, before complete.json
     out = finish()
     assert "without retraining" in out and " epoch " not in out
     assert_recorded_once(workdir, epochs=2)
     assert "0:done" in CliRunner().invoke(app, ["plan", "k.yaml"]).output
-    assert "complete" in finish()  # a third run does nothing
-
-
-def test_kills_during_artifact_logging_and_before_the_marker_are_repaired(workdir):
-    write_spec(workdir, epochs=1)
-    kill_at(workdir, "during-artifacts")
-    kill_at(workdir, "before-marker")  # the repair itself is killed after closing the run
-    finish()
-    assert_recorded_once(workdir, epochs=1)
+    again = CliRunner().invoke(app, ["run", "k.yaml"])
+    assert again.exit_code == 0 and "complete" in again.output  # a finished run is left alone
 
 
 def test_second_process_is_refused_and_two_sigterms_end_the_run_killed(workdir):
