@@ -136,6 +136,7 @@ def run(
         help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
 ) -> None:
     """Train every seed of each spec; several specs run in dependency order (transfers after sources)."""
+    from auxcli.bundle.record import Provenance
     from auxcli.plan import plan_order
     from auxcli.specfile import load_spec, params_overrides
     from auxcli.train.runner import run_spec
@@ -148,26 +149,29 @@ def run(
     check_devices(loaded)
     for _, spec in loaded:  # a bad store URI is an error before any data is generated or any epoch runs
         check_tracking_uri(resolve_tracking_uri(spec.tracking.uri))
-    specs = plan_order([spec for _, spec in loaded])
-    for spec in specs:
-        run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force)
+    provenance = {spec.name: Provenance.capture(f, overrides) for f, spec in loaded}
+    for spec in plan_order([spec for _, spec in loaded]):
+        run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
+                 provenance=provenance[spec.name])
 
 
 # ---------------------------------------------------------------------------------------------- models
 
 @app.command()
 def models(
-    backbone: Annotated[str | None, typer.Option(help="Only this backbone (resnet, pyramidnet, linear).")] = None,
-    depth: Annotated[int | None, typer.Option(help="Depth 6n+2 (8, 14, 20, ..., 110).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Only this backbone (resnet, pyramidnet, linear, wrn).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Depth 6n+2 (8, 14, ..., 110); wrn: 6n+4 (10, ..., 28).")] = None,
     alpha: Annotated[float | None, typer.Option(help="PyramidNet widening factor (270 in the study).")] = None,
     classes: Annotated[int, typer.Option(min=1, help="Classes of the classifier head.")] = 100,
+    widen_factor: Annotated[int | None, typer.Option(help="Wide ResNet widening factor k (10 in WRN-28-10).")] = None,
 ) -> None:
     """List backbones: parameters (with a CLASSES-way head), feature width, forward GFLOPs per image."""
     from tabulate import tabulate
 
     from auxcli.models.registry import describe_backbones
 
-    rows = describe_backbones(backbone=backbone, depth=depth, alpha=alpha, classes=classes)
+    rows = describe_backbones(backbone=backbone, depth=depth, alpha=alpha, classes=classes,
+                              widen_factor=widen_factor)
     typer.echo(tabulate(rows, headers="keys", intfmt=",", floatfmt=("", "", "g", "", "", ".4f"), missingval="-"))
     typer.echo("gflops: forward FLOPs of one 32x32 image / 1e9 (convs and FC layers, multiply-add = 2 FLOPs)")
 
@@ -309,6 +313,54 @@ def pipeline(
     if not Path(params).exists():
         atomic_write_text(Path(params), "{}\n")
     typer.echo(f"wrote {out} ({len(files)} stages)")
+
+
+# ---------------------------------------------------------------------------------------------- bundle, reproduce
+
+@app.command()
+def bundle(
+    targets: Annotated[list[str], typer.Argument(
+        help="Run folders (runs/<name>/seed-<k>), MLflow run ids (runs:/<id> or bare), spec files or spec names "
+        "(every finished seed).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The archive (default bundle-<id>.tar.gz).")]
+    = None,
+    with_weights: Annotated[bool, typer.Option(
+        "--with-weights", help="Include final.pt of every run (and of transfer sources).")] = False,
+    tracking_uri: TrackingUriOption = None,
+) -> None:
+    """Pack finished runs, their transfer sources and their records into one verifiable .tar.gz."""
+    from auxcli.bundle.build import build_bundle
+
+    result = build_bundle(targets, out, with_weights=with_weights, tracking_uri=tracking_uri)
+    typer.echo(f"wrote {result.path}: {len(result.runs)} run(s), {len(result.manifest['members'])} members, "
+               f"bundle id {result.manifest['bundle_id']}")
+
+
+@app.command()
+def reproduce(
+    bundle_file: Annotated[Path, typer.Argument(help="A bundle written by `auxcli bundle`.")],
+    epochs: Annotated[int | None, typer.Option(min=1, help="Re-run only the first N epochs of each run.")] = None,
+    tolerance: Annotated[float | None, typer.Option(
+        min=0, help="Allowed |recorded - reproduced| for every metric (default: exact for deterministic runs "
+        "on the recorded device type, else per metric kind).")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where the re-runs go (default reproduce-<id>/).")] = None,
+    check_only: Annotated[bool, typer.Option("--check-only", help="Verify the bundle and stop.")] = False,
+    allow_data_change: Annotated[bool, typer.Option(
+        "--allow-data-change", help="Re-run even when the data files differ from the recorded ones.")] = False,
+) -> None:
+    """Verify a bundle, print how this machine differs, re-run every run and compare metrics (exit 0 only if
+    all are within tolerance)."""
+    from auxcli.bundle.archive import verify_bundle
+    from auxcli.bundle.reproduce import bundle_summary, reproduce_bundle
+    from auxcli.errors import ReproductionMismatch
+
+    if check_only:
+        typer.echo(bundle_summary(verify_bundle(bundle_file)))
+        return
+    result = reproduce_bundle(bundle_file, epochs=epochs, tolerance=tolerance, runs_dir=runs_dir,
+                              allow_data_change=allow_data_change, echo=typer.echo)
+    if not result.ok:
+        raise ReproductionMismatch(f"{bundle_file}: some metrics are outside their tolerance (the rows marked NO).")
 
 
 def _spec_files(paths: list[Path]) -> list[Path]:

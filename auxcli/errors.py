@@ -94,6 +94,16 @@ class TrainingDiverged(AuxcliError):
     exit_code = 1
 
 
+class BundleError(AuxcliError):
+    """A bundle that cannot be built, or one that fails verification (changed, extra or unsafe members)."""
+
+    exit_code = 2
+
+
+class ReproductionMismatch(AuxcliError):
+    """`auxcli reproduce` re-ran the bundle and some metric is outside its tolerance."""
+
+    exit_code = 1
 # errno values that mean "the path you gave cannot be used" (bad input, exit 2) rather than "the machine
 # failed" (full disk, I/O error: exit 1).
 _BAD_PATH_ERRNOS = frozenset({"EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "ENOENT", "ENOTDIR", "EISDIR",

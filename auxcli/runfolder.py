@@ -133,6 +133,7 @@ class RunFolder:
     last = property(lambda self: self.root / "last.pt")
     final = property(lambda self: self.root / "final.pt")
     complete = property(lambda self: self.root / "complete.json")  # the completion marker, written last
+    repro = property(lambda self: self.root / "repro")  # the reproducibility record (auxcli.bundle.record)
 
     def is_finished(self) -> bool:
         """Finished and fully recorded: the completion marker exists (metrics.json alone is `incomplete`)."""
@@ -165,6 +166,7 @@ class RunFolder:
         for path in (self.complete, self.metrics, self.final, self.last, self.history, self.spec):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.root / "artifacts", ignore_errors=True)
+        shutil.rmtree(self.repro, ignore_errors=True)
 
     def write_spec(self, text: str) -> None:
         atomic_write_text(self.spec, text)

@@ -55,10 +55,12 @@ class DataSpec(Section):
 
 
 class ModelSpec(Section):
-    backbone: Literal["resnet", "pyramidnet", "linear"] = "resnet"
-    depth: Annotated[int, Field(gt=0, le=2000)] | None = 110  # resnet/pyramidnet (basic blocks): 6n+2; linear: none
+    backbone: Literal["resnet", "pyramidnet", "linear", "wrn"] = "resnet"
+    depth: Annotated[int, Field(gt=0, le=2000)] | None = 110  # resnet/pyramidnet: 6n+2; wrn: 6n+4; linear: none
     alpha: Annotated[float, Field(gt=0, le=4096)] | None = None  # pyramidnet widening factor (270 in the study)
     base_width: int = Field(16, gt=0, le=1024)  # channels of the first stage (16 in both papers)
+    widen_factor: Annotated[int, Field(gt=0, le=64)] | None = None  # wrn: channels per stage x k (WRN-28-10: 10)
+    dropout: float = Field(0.0, ge=0, lt=1)  # wrn: dropout between the two convs of a block (0.3 in Cutout/RICAP)
 
     @model_validator(mode="before")
     @classmethod
@@ -105,13 +107,25 @@ class RicapAux(Section):
     weight: float = Field(1.0, ge=0)
 
 
-AuxSpec = Annotated[LabelsetAux | CropAux | CutoutAux | RicapAux, Field(discriminator="kind")]
-AUX_KINDS: tuple[str, ...] = ("labelset", "crop", "cutout", "ricap")
+class RotationAux(Section):
+    """Predict by how many quarter turns the image was rotated (RotNet, Gidaris et al. 2018): a 4-way head."""
+
+    kind: Literal["rotation"]
+    labels: None = None
+    weight: float = Field(1.0, ge=0)
+    # unrotated: the main head's loss and accuracy see only the 0-degree copies; all: every copy
+    main_copies: Literal["unrotated", "all"] = "unrotated"
+
+
+AuxSpec = Annotated[LabelsetAux | CropAux | CutoutAux | RicapAux | RotationAux, Field(discriminator="kind")]
+AUX_KINDS: tuple[str, ...] = ("labelset", "crop", "cutout", "ricap", "rotation")
 
 
 class TaskSpec(Section):
     labels: Literal["gt", "superclass", "random", "none"] = "gt"  # none: the aux task alone
     aux: AuxSpec | None = None
+    # sla: one head over (class, rotation) joint labels (Lee et al. 2020, self-supervised label augmentation)
+    joint: Literal["sla"] | None = None
 
 
 class CropAug(Section):
@@ -127,11 +141,18 @@ class RicapAug(Section):
     keep_off_edges: bool = False  # keep the boundary >= 1 px inside, so all four images show
 
 
+class RotationAug(Section):
+    # all: every image in the batch four times (0, 90, 180, 270 degrees; RotNet and SLA), the batch grows 4x;
+    # one: one rotation drawn per image
+    copies: Literal["all", "one"] = "all"
+
+
 class AugmentSpec(Section):
     crop: CropAug | None = CropAug()
     flip: bool = True
     cutout: CutoutAug | None = None
     ricap: RicapAug | None = None
+    rotation: RotationAug | None = None
 
 
 class TrainSpec(Section):
@@ -209,8 +230,17 @@ class CrossFieldErrors(Exception):
 
 def valid_depth(backbone: str, depth: int) -> bool:
     """CIFAR ResNet (He et al. 2016) and basic-block PyramidNet (Han et al. 2017): 3 stages of n blocks,
-    2 convs each, plus the stem conv and the classifier: depth = 6n + 2."""
+    2 convs each, plus the stem conv and the classifier: depth = 6n + 2. Wide ResNet (Zagoruyko &
+    Komodakis 2016) counts its 1x1 projection shortcuts of stages 2 and 3 too: depth = 6n + 4."""
+    if backbone == "wrn":
+        return depth >= 10 and (depth - 4) % 6 == 0
     return depth >= 8 and (depth - 2) % 6 == 0
+
+
+def allowed_depths(backbone: str) -> str:
+    if backbone == "wrn":
+        return "6n+4 with n >= 1 (10, 16, 22, 28, ...)"
+    return "6n+2 with n >= 1 (8, 14, 20, ..., 110)"
 
 
 def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
@@ -225,19 +255,26 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
         if "depth" in model.model_fields_set and model.depth is not None:
             add("model.depth", "the linear backbone has no depth", "null, or a resnet/pyramidnet backbone")
     elif model.depth is None:
-        add("model.depth", f"{model.backbone} needs a depth", "6n+2 with n >= 1 (8, 14, 20, ..., 110)",
-            at="model.backbone")
+        add("model.depth", f"{model.backbone} needs a depth", allowed_depths(model.backbone), at="model.backbone")
     elif not valid_depth(model.backbone, model.depth):
-        add("model.depth", f"{model.depth} is not a valid {model.backbone} depth",
-            "6n+2 with n >= 1 (8, 14, 20, ..., 110)")
+        add("model.depth", f"{model.depth} is not a valid {model.backbone} depth", allowed_depths(model.backbone))
     if model.alpha is not None and model.backbone != "pyramidnet":
         add("model.alpha", "alpha is the PyramidNet widening factor", "null unless model.backbone is pyramidnet")
     if model.backbone == "pyramidnet" and model.alpha is None:
         add("model.alpha", "pyramidnet needs its widening factor", "a positive number (270 in the study)",
             at="model.backbone")
 
+    if model.widen_factor is not None and model.backbone != "wrn":
+        add("model.widen_factor", "widen_factor is the Wide ResNet widening factor",
+            "null unless model.backbone is wrn")
+    if model.backbone == "wrn" and model.widen_factor is None:
+        add("model.widen_factor", "wrn needs its widening factor", "a positive integer (10 for WRN-28-10)",
+            at="model.backbone")
+    if model.dropout > 0 and model.backbone != "wrn":
+        add("model.dropout", "dropout sits between the convs of a Wide ResNet block", "0 unless model.backbone is wrn")
+
     aux = task.aux
-    needs = {"crop": "crop", "cutout": "cutout", "ricap": "ricap"}
+    needs = {"crop": "crop", "cutout": "cutout", "ricap": "ricap", "rotation": "rotation"}
     if aux is not None and aux.kind in needs and getattr(aug, needs[aux.kind]) is None:
         add(f"augment.{needs[aux.kind]}", f"the {aux.kind} auxiliary task needs the {aux.kind} augmentation",
             f"an augment.{needs[aux.kind]} mapping, or another task.aux.kind", at="task.aux.kind")
@@ -254,6 +291,18 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
         for path, value in (("task.labels", task.labels), ("task.aux.labels", getattr(aux, "labels", None))):
             if value == "superclass":
                 add(path, "CIFAR-10 has no superclasses", "gt or random", at="data.dataset")
+    if task.joint == "sla":
+        if aug.rotation is None:
+            add("augment.rotation", "SLA's joint labels pair each class with the rotation of the copy",
+                "an augment.rotation mapping (copies: all, as in SLA)", at="task.joint")
+        if aux is not None:
+            add("task.aux", "task.joint: sla trains one joint head; it replaces the auxiliary head",
+                "null with task.joint: sla", at="task.joint")
+        if task.labels == "none":
+            add("task.labels", "SLA's joint labels need a label set", "gt, superclass or random", at="task.joint")
+        if aug.ricap is not None:
+            add("augment.ricap", "SLA's joint labels and aggregated inference need one label per image",
+                "null with task.joint: sla", at="task.joint")
     if aug.cutout is not None and aug.cutout.size > 32:
         add("augment.cutout.size", f"{aug.cutout.size} is larger than the 32x32 image", "1..32")
     if aug.crop is not None and aug.crop.padding > 16:

@@ -23,6 +23,7 @@ import socket
 from pathlib import Path
 from typing import Any, Protocol
 
+from auxcli.bundle.record import RECORD_DIR, write_record
 from auxcli.errors import OutputError
 from auxcli.gitinfo import git_state
 from auxcli.runfolder import RunFolder
@@ -55,7 +56,8 @@ class Recorder(Protocol):
     def record_epoch(self, epoch: int, row: dict[str, float], history: list[dict[str, float]],
                      resume_state: dict[str, Any]) -> None: ...
 
-    def record_final(self, summary: dict[str, float], final_state: dict[str, Any]) -> None: ...
+    def record_final(self, summary: dict[str, float], final_state: dict[str, Any],
+                     record: dict[str, bytes] | None = None) -> None: ...
 
     def close(self, status: str) -> None: ...
 
@@ -93,11 +95,16 @@ class RunRecorder:
         pause_point("after-checkpoint")
         self.tracker.log_metrics(_epoch_metrics(row), step=epoch)
 
-    def record_final(self, summary: dict[str, float], final_state: dict[str, Any]) -> None:
+    def record_final(self, summary: dict[str, float], final_state: dict[str, Any],
+                     record: dict[str, bytes] | None = None) -> None:
+        """`final.pt`, summary metrics, the `repro/` record (`auxcli.bundle.record`), then `metrics.json`
+        (its presence means finished) and the artifacts, the record as the artifact folder `repro/`."""
         assert self.tracker is not None
         folder = self.folder
         save_checkpoint(folder.final, {"format": FINAL_FORMAT, **final_state, "mlflow_run_id": self.run_id})
         self.tracker.log_metrics(summary, step=self.spec.train.epochs)
+        if record is not None:
+            write_record(folder.repro, record)
         folder.write_metrics({**summary, "mlflow_run_id": self.run_id, "spec_name": self.spec.name,
                               "seed": self.seed})
         pause_point("after-metrics")
@@ -189,12 +196,17 @@ class RunRecorder:
         pause_point("during-artifacts")
         self.tracker.log_artifacts([folder.history, folder.metrics])
         self.tracker.log_artifacts([Path(folder.final)], subdir="model")
+        # the repro/ record as written (a repair re-logs it too); one call per file: spec/ files keep their folder
+        files = sorted(p for p in folder.repro.rglob("*") if p.is_file()) if folder.repro.is_dir() else []
+        for path in files:
+            name = path.relative_to(folder.repro).as_posix()
+            self.tracker.log_artifacts([path], subdir=Path(RECORD_DIR, name).parent.as_posix())
 
     def close(self, status: str) -> None:
         """End the MLflow run with `status`; after FINISHED, write the completion marker (the last write)."""
         if self.tracker is not None:
             self.tracker.end(status)
-            if status == "FINISHED":
+            if status == "FINISHED" and self.folder.metrics.exists():  # not a run stopped early (reproduce)
                 pause_point("before-marker")
                 self.folder.write_completion({"mlflow_run_id": self.run_id, "spec_sha256": spec_sha256(self.spec),
                                               "spec_name": self.spec.name, "seed": self.seed})
