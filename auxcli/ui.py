@@ -48,6 +48,9 @@ def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, *,
 
     if uri.startswith(("http://", "https://")):
         raise TrackingError(f"{uri} is already a tracking server: open it in a browser instead.")
+    from auxcli.tracking import check_tracking_uri
+
+    check_tracking_uri(uri)  # unknown schemes, missing drivers, files that are not SQLite: a clear error
     _check_exists(uri)
     embedded = uri == resolve_tracking_uri(None) and not os.environ.get("MLFLOW_TRACKING_URI")
     artifacts = Path.cwd().resolve() / DEFAULT_ARTIFACTS if embedded else None
