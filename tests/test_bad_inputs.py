@@ -487,3 +487,8 @@ def test_os_errors_map_to_exit_codes_and_hints(name, code, hint):
     message, exit_code = describe_unexpected(OSError(getattr(errno, name), os.strerror(getattr(errno, name)),
                                                      "/some/path"))
     assert exit_code == code and "/some/path" in message and name in message and hint in message
+
+
+@pytest.mark.parametrize("command", [["ui", "--tracking-uri"], ["report", "--tracking-uri"]])
+def test_bad_store_uri_for_ui_and_report(workdir, command):
+    check(invoke([*command, "foo://host/x"]), 2, "foo://", "unknown scheme")
