@@ -5,6 +5,8 @@ epoch), `final.pt` (weights for transfer), `metrics.json` (final and best number
 (the completion marker). Completion has two phases: `metrics.json` says training finished; only after
 the MLflow artifacts are logged and the MLflow run is closed is `complete.json` written, so its
 presence means the whole result is recorded. `.lock` guards the folder while a process runs in it.
+A relative `runtime.runs_dir` is anchored at the repository root (`auxcli.project.anchored`), so every
+subfolder sees the same runs.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.errors import OutputError, RunInUse, output_error
+from auxcli.project import anchored
 from auxcli.spec import Spec
 
 
@@ -125,7 +128,7 @@ class RunFolder:
 
     @classmethod
     def of(cls, spec: Spec, seed: int) -> RunFolder:
-        return cls(Path(spec.runtime.runs_dir) / spec.name / f"seed-{seed}")
+        return cls(anchored(spec.runtime.runs_dir) / spec.name / f"seed-{seed}")
 
     spec = property(lambda self: self.root / "spec.resolved.yaml")
     history = property(lambda self: self.root / "history.csv")

@@ -1,13 +1,16 @@
 """The only module that talks to MLflow while training: store resolution, one run per seed, logging.
 
 The MLflow contract (the report, the DVC pipeline and users' queries read it):
-- store: `tracking.uri`, else `MLFLOW_TRACKING_URI`, else MLflow's embedded default
-  `sqlite:///<cwd>/mlflow.db` with artifacts in `<cwd>/mlartifacts`;
+- store: `tracking.uri`, else `MLFLOW_TRACKING_URI`, else the embedded default
+  `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlartifacts`, where `<root>` is the project's
+  repository (`auxcli.project.store_root`: also the user's repository inside `dvc exp run --temp`/`--queue`);
 - experiment `tracking.experiment`; one run per seed named `<name>-s<seed>`;
 - tags `auxcli.spec_name`, `auxcli.seed`, `auxcli.spec_sha256`, `auxcli.git_commit`, `auxcli.git_branch`,
   `auxcli.git_dirty`, and for transfers `auxcli.transfer.*` (source run id, checkpoint path and sha256);
 - params: the resolved spec flattened to dotted keys (`train.lr`, `transfer.from`, ...);
-- metrics per epoch with step=epoch (1-based); summary metrics once at the end (see `auxcli.train.metrics`).
+- metrics per epoch with step=epoch (1-based); summary metrics once at the end (see `auxcli.train.metrics`);
+- `auxcli analyze` logs to its own runs, named `auxcli-analysis` and tagged `auxcli.analysis=true`
+  (`ANALYSIS_TAG`), with the input runs' ids in `auxcli.analysis.input_run_ids`; reports skip them.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.errors import TrackingError
+from auxcli.project import store_root
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+ANALYSIS_TAG = "auxcli.analysis"
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -28,7 +33,7 @@ def resolve_tracking_uri(uri: str | None) -> str:
         return uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path.cwd().resolve() / DEFAULT_DB}"
+    return f"sqlite:///{store_root() / DEFAULT_DB}"
 
 
 def default_artifact_location(experiment: str) -> str | None:
@@ -42,7 +47,7 @@ def default_artifact_location(experiment: str) -> str | None:
     if not re.fullmatch(NAME_PATTERN, experiment):  # a name, never a path out of mlartifacts/
         raise TrackingError(f"experiment name {experiment!r} cannot name a folder; allowed: 1-100 letters, "
                             "digits, '.', '_' or '-', starting with a letter or digit.")
-    return (Path.cwd().resolve() / DEFAULT_ARTIFACTS / experiment).as_uri()
+    return (store_root() / DEFAULT_ARTIFACTS / experiment).as_uri()
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
