@@ -26,7 +26,8 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except AuxcliError as exc:
-            typer.echo(str(exc), err=True)
+            if not getattr(exc, "quiet", False):  # quiet: another torchrun rank prints the same error
+                typer.echo(str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
         except _CLI_EXCEPTIONS:  # usage errors, --help, Ctrl-C: the CLI framework reports them
             raise
@@ -134,25 +135,39 @@ def run(
     force: Annotated[bool, typer.Option(help="Retrain runs that already finished.")] = False,
     params: Annotated[Path | None, typer.Option(
         help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    nproc: Annotated[int | None, typer.Option(min=1, help=(
+        "Train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU, one GPU "
+        "per process on CUDA). Same as: torchrun --standalone --nproc-per-node N -m auxcli run ..."))] = None,
 ) -> None:
     """Train every seed of each spec; several specs run in dependency order (transfers after sources)."""
     from auxcli.bundle.record import Provenance
     from auxcli.plan import plan_order
     from auxcli.specfile import load_spec, params_overrides
-    from auxcli.train.runner import run_spec
     from auxcli.tracking import check_tracking_uri, resolve_tracking_uri
+    from auxcli.train.distributed import process_group
     from auxcli.train.runtime import check_devices
 
     files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
-    loaded = [(f, load_spec(f, overrides)) for f in files]
-    check_devices(loaded)
-    for _, spec in loaded:  # a bad store URI is an error before any data is generated or any epoch runs
-        check_tracking_uri(resolve_tracking_uri(spec.tracking.uri))
-    provenance = {spec.name: Provenance.capture(f, overrides) for f, spec in loaded}
-    for spec in plan_order([spec for _, spec in loaded]):
-        run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
-                 provenance=provenance[spec.name])
+    if nproc is not None:  # check the specs here, then start the same command under torchrun
+        from auxcli.train.launch import launch, run_arguments
+
+        devices = [load_spec(f, overrides).runtime.device for f in files]
+        args = run_arguments(paths, set_ or [], seed=seed, resume=resume, force=force, params=params)
+        raise typer.Exit(launch(nproc, args, devices))
+    with process_group() as ranks:  # under torchrun: join the job (a no-op in one process)
+        from auxcli.train.runner import run_spec
+
+        with ranks.agree():
+            loaded = [(f, load_spec(f, overrides)) for f in files]
+            check_devices(loaded)
+            for _, spec in loaded:  # a bad store URI is an error before any data is generated or any epoch runs
+                check_tracking_uri(resolve_tracking_uri(spec.tracking.uri))
+            specs = plan_order([spec for _, spec in loaded])
+            provenance = {spec.name: Provenance.capture(f, overrides) for f, spec in loaded}
+        for spec in specs:
+            run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
+                     provenance=provenance[spec.name])
 
 
 # ---------------------------------------------------------------------------------------------- models
