@@ -147,13 +147,15 @@ def _repair(spec: Spec, seed: int, folder: RunFolder) -> RunOutcome:
     with _signals_raise():
         status = "FAILED"
         try:
-            recorder.repair()
+            with _recording():
+                recorder.repair()
             status = "FINISHED"
         except Interrupted:
             status = "KILLED"
             raise
         finally:
-            recorder.close(status)
+            with _recording():
+                recorder.close(status)
     print(f"{run_label(spec, seed)}: training had finished; completed its MLflow record (run {recorder.run_id}) "
           "without retraining.", flush=True)
     recorded = folder.read_metrics()
@@ -293,8 +295,9 @@ def _train_and_finish(t: _Training, recorder: Recorder, start: Start, *, tags: d
         try:
             # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
             # rank 0 opens the MLflow run; every rank learns its id (and any error opening it)
-            recorder.run_id = t.ranks.from_main(lambda: recorder.open(
-                resumed_run_id=start.run_id, history=start.history, tags=tags, clear_folder=clear_folder))
+            with _recording():
+                recorder.run_id = t.ranks.from_main(lambda: recorder.open(
+                    resumed_run_id=start.run_id, history=start.history, tags=tags, clear_folder=clear_folder))
             history = train(t, recorder, start, stop_after_epoch)
             summary = finish(t, recorder, history, provenance) if stop_after_epoch is None else {}
             status = "FINISHED"
@@ -306,7 +309,8 @@ def _train_and_finish(t: _Training, recorder: Recorder, start: Start, *, tags: d
             raise Interrupted(signal.SIGINT) from None
         finally:
             t.progress.close()
-            recorder.close(status)
+            with _recording():
+                recorder.close(status)
     return summary
 
 
@@ -322,7 +326,7 @@ def train(t: _Training, recorder: Recorder, start: Start, stop_after_epoch: int 
         t.scheduler.step()
         history.append(row)
         t.ranks.check_replicas(t.model, epoch)
-        with t.ranks.agree():  # every rank waits until rank 0 has recorded the epoch (or failed to)
+        with t.ranks.agree(), _recording():  # every rank waits until rank 0 has recorded the epoch
             recorder.record_epoch(epoch, row, history, {
                 "epoch": epoch, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
                 "scheduler": t.scheduler.state_dict(), "rng": rng_state(), "history": history})
@@ -338,7 +342,7 @@ def finish(t: _Training, recorder: Recorder, history: list[dict[str, float]],
     record = t.ranks.from_main(lambda: run_record(
         t.spec, t.seed, runtime=runtime_choices(t.spec, t.runtime), provenance=provenance,
         transfer_tags=t.transfer_tags, split_sizes={"train": len(t.train_split), "test": len(t.test_split)}))
-    with t.ranks.agree():
+    with t.ranks.agree(), _recording():
         recorder.record_final(summary, {
             "spec": t.spec.to_plain(), "seed": t.seed,
             "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
@@ -396,21 +400,60 @@ def _on_device(data: ImageData, split: Split, split_name: str, tasks: list[Task]
     return SplitTensors(split.images.to(runtime.device), classes)
 
 
-@contextmanager
-def _signals_raise() -> Iterator[None]:
-    """The first SIGTERM or Ctrl-C raises `Interrupted` so cleanup runs; later ones are ignored until the
-    block ends, so a quick second signal cannot abort the cleanup and leave the MLflow run RUNNING."""
-    interrupted: list[int] = []
+class _SignalGuard:
+    """SIGTERM and Ctrl-C as one `Interrupted`, raised where it cannot corrupt a record.
 
-    def handler(signum, frame):
-        if interrupted:
+    The first signal raises `Interrupted` so cleanup runs; later ones are ignored, so a quick second
+    signal cannot abort the cleanup and leave the MLflow run RUNNING. Inside `recording()` (a write to the
+    run folder or MLflow) the signal waits until the write is done: raised inside MLflow or SQLAlchemy,
+    whose `except Exception` blocks wrap it, it would end the run FAILED with a foreign error.
+    """
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.raised = False
+        self.depth = 0
+
+    def handler(self, signum: int, frame: object) -> None:
+        if self.raised:
             return
-        interrupted.append(signum)
+        if self.depth:
+            self.pending = signum
+            return
+        self.raised = True
         raise Interrupted(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending is not None and not self.raised:
+            self.raised = True
+            raise Interrupted(self.pending)
+
+
+_GUARDS: list[_SignalGuard] = []
+
+
+def _recording() -> Any:
+    """Defer a signal until the write inside this block is done (no-op outside `_signals_raise`)."""
+    import contextlib
+
+    return _GUARDS[-1].recording() if _GUARDS else contextlib.nullcontext()
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Install `_SignalGuard` for SIGTERM and SIGINT for the duration of the block."""
+    guard = _SignalGuard()
+    previous = {sig: signal.signal(sig, guard.handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _GUARDS.append(guard)
     try:
         yield
     finally:
+        _GUARDS.remove(guard)
         for sig, old in previous.items():
             signal.signal(sig, old)
