@@ -213,3 +213,19 @@ def test_stale_temporary_files_are_removed(workdir):
     (folder / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
     assert CliRunner().invoke(app, ["run", "k.yaml"]).exit_code == 0
     assert not list(folder.glob(".*.tmp"))
+
+
+def test_sigterm_during_a_write_waits_for_it_and_ends_the_run_killed(workdir):
+    """SIGTERM while an epoch is being recorded (paused 3 s after last.pt, before its MLflow metrics):
+    the write finishes, then the run ends KILLED (exit 143) with that epoch in MLflow exactly once."""
+    write_spec(workdir)
+    proc = subprocess.Popen([sys.executable, "-m", "auxcli", "run", "k.yaml"],
+                            env={**env("after-checkpoint"), "AUXCLI_TEST_PAUSE_SECONDS": "3"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for_pause(proc, "after-checkpoint")
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in output, output
+    client, found = runs(workdir)
+    assert [run.info.status for run in found] == ["KILLED"]
+    assert [m.step for m in client.get_metric_history(found[0].info.run_id, "train_loss")] == [1]
