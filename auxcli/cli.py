@@ -8,14 +8,17 @@ commands, which keeps `auxcli validate` and `--help` fast.
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+import typer.exceptions
 from typer.core import TyperGroup
 
-from auxcli.errors import AuxcliError, SpecError
+from auxcli.errors import AuxcliError, SpecError, describe_unexpected
 
 
 class _Group(TyperGroup):
@@ -26,12 +29,37 @@ class _Group(TyperGroup):
             if not getattr(exc, "quiet", False):  # quiet: another torchrun rank prints the same error
                 typer.echo(str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
+        except _CLI_EXCEPTIONS:  # usage errors, --help, Ctrl-C: the CLI framework reports them
+            raise
+        except Exception as exc:  # OSError (full disk, read-only folder), a broken MLflow store, a bug
+            if _debug_enabled():
+                raise
+            message, code = describe_unexpected(exc)
+            typer.echo(message, err=True)
+            raise typer.Exit(code) from None
+
+
+_DEBUG = {"on": False}
+# typer vendors click (typer._click) in recent releases; its exceptions derive from TyperException.
+_CLI_EXCEPTIONS = (typer.Exit, typer.Abort, typer.exceptions.TyperException, click.exceptions.ClickException,
+                   click.exceptions.Abort, click.exceptions.Exit, KeyboardInterrupt)
+
+
+def _debug_enabled() -> bool:
+    return _DEBUG["on"] or os.environ.get("AUXCLI_DEBUG", "") not in ("", "0")
 
 
 app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
                   help="Declarative image-classification experiments with auxiliary tasks.")
 data_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Create and check data sets.")
 app.add_typer(data_app, name="data")
+
+
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option(
+        "--debug", help="Print the traceback of an unexpected error (also AUXCLI_DEBUG=1).")] = False) -> None:
+    """Declarative image-classification experiments with auxiliary tasks."""
+    _DEBUG["on"] = debug
 
 SetOption = Annotated[
     list[str] | None,
@@ -61,13 +89,14 @@ def validate(paths: SpecPaths, set_: SetOption = None) -> None:
 @app.command()
 def schema(out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None) -> None:
     """Print the spec's JSON Schema (draft-07), for editor completion."""
+    from auxcli.runfolder import atomic_write_text
     from auxcli.schema import spec_json_schema
 
     text = json.dumps(spec_json_schema(), indent=2) + "\n"
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text)
+        atomic_write_text(out, text)
         typer.echo(f"wrote {out}")
 
 
@@ -84,7 +113,8 @@ def plan(
     cache: Annotated[Path | None, typer.Option(
         help="With --estimate: the rate cache (default ~/.cache/auxcli/throughput.json).")] = None,
 ) -> None:
-    """Print the run order (transfers after their sources) and each seed's status: done, partial, todo."""
+    """Print the run order (transfers after their sources) and each seed's status: done, incomplete (trained,
+    not fully recorded: a re-run repairs it), stale (another spec's result: --force), partial, todo."""
     from auxcli.plan import plan_table, run_status
     from auxcli.specfile import load_spec
 
@@ -99,7 +129,8 @@ def plan(
         raise SpecError(problems)
     typer.echo(plan_table(specs, sources=[str(f) for f in files]))
     statuses = [run_status(spec, seed) for spec in specs for seed in spec.seeds]
-    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "partial", "todo"))
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "incomplete", "stale", "partial", "todo")
+                       if s in ("done", "partial", "todo") or statuses.count(s))
     typer.echo(f"{len(specs)} specs, {len(statuses)} runs: {counts}")
     if estimate:
         from auxcli.estimate import RateCache, default_cache_path, estimate_runs, estimate_table
@@ -115,7 +146,8 @@ def plan(
 def run(
     paths: SpecPaths,
     set_: SetOption = None,
-    seed: Annotated[int | None, typer.Option(help="Run only this seed (default: the spec's seeds).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=2**32 - 1,
+                                             help="Run only this seed (default: the spec's seeds).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from last.pt (also automatic when it exists).")] = False,
     force: Annotated[bool, typer.Option(help="Retrain runs that already finished.")] = False,
     params: Annotated[Path | None, typer.Option(
@@ -130,7 +162,9 @@ def run(
     from auxcli.bundle.record import Provenance
     from auxcli.plan import plan_order
     from auxcli.specfile import load_spec, params_overrides
+    from auxcli.tracking import check_tracking_uri, resolve_tracking_uri
     from auxcli.train.distributed import process_group
+    from auxcli.train.runtime import check_devices
 
     files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
@@ -152,9 +186,12 @@ def run(
         from auxcli.train.runner import run_spec
 
         with ranks.agree():
-            loaded = [(load_spec(f, overrides), Provenance.capture(f, overrides)) for f in files]
-            specs = plan_order([spec for spec, _ in loaded])
-        provenance = {spec.name: prov for spec, prov in loaded}
+            loaded = [(f, load_spec(f, overrides)) for f in files]
+            check_devices(loaded)
+            for _, spec in loaded:  # a bad store URI is an error before any data is generated or any epoch runs
+                check_tracking_uri(resolve_tracking_uri(spec.tracking.uri))
+            specs = plan_order([spec for _, spec in loaded])
+            provenance = {spec.name: Provenance.capture(f, overrides) for f, spec in loaded}
         for spec in specs:
             run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
                      provenance=provenance[spec.name])
@@ -300,9 +337,12 @@ def ui(
 ) -> None:
     """Start the MLflow UI (`mlflow server`) on the runs' store; Ctrl-C stops it."""
     from auxcli.tracking import resolve_tracking_uri
-    from auxcli.ui import serve_ui
+    from auxcli.ui import exposure_warning, serve_ui
 
     uri = resolve_tracking_uri(tracking_uri)
+    warning = exposure_warning(host, port)
+    if warning:
+        typer.echo(warning, err=True)
     serve_ui(uri, host, port, on_ready=lambda url: typer.echo(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)"))
     typer.echo("stopped")
 
@@ -353,9 +393,9 @@ def bench(
     backbone: Annotated[str | None, typer.Option(help="resnet, pyramidnet or linear (overrides the spec).")] = None,
     depth: Annotated[int | None, typer.Option(help="Depth 6n+2 (default 20 without a spec).")] = None,
     alpha: Annotated[float | None, typer.Option(help="PyramidNet widening factor (270 in the study).")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Batches per timed pass.")] = 20,
+    steps: Annotated[int, typer.Option(min=1, max=100_000, help="Batches per timed pass.")] = 20,
     epochs: Annotated[int | None, typer.Option(
-        min=0, help="Steady-state epochs of a real `auxcli run` on the spec's data (default 2 with a spec, "
+        min=0, max=1000, help="Steady-state epochs of a real `auxcli run` on the spec's data (default 2 with a spec, "
         "0 without; 0 skips it).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: the spec's runtime.device).")]
     = None,
@@ -381,6 +421,7 @@ def pipeline(
 ) -> None:
     """Write dvc.yaml: a data stage, one stage per spec (transfers after their sources), metrics and plots."""
     from auxcli.pipeline import dvc_yaml, ensure_dvcignore, suite_folder
+    from auxcli.runfolder import atomic_write_text
     from auxcli.specfile import load_spec, params_overrides
 
     suite = None
@@ -389,9 +430,9 @@ def pipeline(
         paths, suite = [folder], folder.name
     files = _spec_files(paths)
     overrides = params_overrides(params) if Path(params).exists() else []
-    out.write_text(dvc_yaml([(f, load_spec(f, overrides)) for f in files], params_file=params, suite=suite))
+    atomic_write_text(out, dvc_yaml([(f, load_spec(f, overrides)) for f in files], params_file=params, suite=suite))
     if not Path(params).exists():
-        Path(params).write_text("{}\n")
+        atomic_write_text(Path(params), "{}\n")
     ensure_dvcignore()
     typer.echo(f"wrote {out} (data + {len(files)} run stages{f', suite {suite}' if suite else ''})")
 

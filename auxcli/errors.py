@@ -76,6 +76,18 @@ class OutputError(AuxcliError):
     exit_code = 2
 
 
+class RunInUse(AuxcliError):
+    """Another process holds the run folder's lock (the same spec and seed started twice)."""
+
+    exit_code = 2
+
+
+class StaleResult(AuxcliError):
+    """The run folder holds a result of a different resolved spec than the one asked for."""
+
+    exit_code = 2
+
+
 class TrainingDiverged(AuxcliError):
     """The loss became NaN or infinite."""
 
@@ -98,6 +110,43 @@ class ReproductionMismatch(AuxcliError):
     """`auxcli reproduce` re-ran the bundle and some metric is outside its tolerance."""
 
     exit_code = 1
+# errno values that mean "the path you gave cannot be used" (bad input, exit 2) rather than "the machine
+# failed" (full disk, I/O error: exit 1).
+_BAD_PATH_ERRNOS = frozenset({"EACCES", "EPERM", "EROFS", "ENAMETOOLONG", "ENOENT", "ENOTDIR", "EISDIR",
+                              "EEXIST", "ELOOP", "EINVAL"})
+
+
+def describe_unexpected(exc: BaseException) -> tuple[str, int]:
+    """A one-paragraph message and exit code for an error no module turned into an `AuxcliError`.
+
+    OSErrors name the path and say what to do; anything else names its type and points at `--debug`.
+    """
+    import errno
+
+    if isinstance(exc, OSError):
+        name = errno.errorcode.get(exc.errno or 0, "")
+        paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        where = f"{paths}: " if paths else ""
+        what = exc.strerror or str(exc) or type(exc).__name__
+        hint = {"ENOSPC": "free some space (or point runtime.runs_dir / --out elsewhere) and re-run; an "
+                          "interrupted run resumes from its last.pt",
+                "EDQUOT": "free some space within your quota and re-run",
+                "EROFS": "the file system is read-only: choose a writable folder",
+                "EACCES": "check the permissions of that path, or choose another one",
+                "ENAMETOOLONG": "choose a shorter name or path"}.get(name, "check that path and re-run")
+        code = 2 if name in _BAD_PATH_ERRNOS else 1
+        return f"{where}{what} ({name or 'OSError'}); {hint}.", code
+    first = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return (f"unexpected {type(exc).__name__}: {first}. This is a failure auxcli did not anticipate; re-run with "
+            "--debug for the traceback and report it.", 1)
+
+
+def output_error(path: object, exc: OSError, what: str = "") -> OutputError:
+    """An `OutputError` for a failed write of `path`, with the exit code `describe_unexpected` gives."""
+    message, code = describe_unexpected(OSError(exc.errno, exc.strerror or str(exc), str(path)))
+    error = OutputError(f"cannot write {what + ' ' if what else ''}{message}")
+    error.exit_code = code
+    return error
 
 
 class DeviceError(AuxcliError):

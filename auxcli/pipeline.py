@@ -21,6 +21,7 @@ Figures 2 and 3 (training loss/accuracy of the fine-tuning runs against training
 from __future__ import annotations
 
 import io
+import shlex
 import os
 from pathlib import Path
 
@@ -41,7 +42,10 @@ def read_params(params_file: str | Path) -> dict:
     path = Path(params_file)
     if not path.is_file():
         return {}
-    doc = YAML(typ="safe", pure=True).load(path.read_text())
+    from auxcli.safeyaml import parse_yaml, plain, read_text_file
+
+    allowed = "a YAML mapping of spec keys"
+    doc = plain(parse_yaml(read_text_file(path, "params file", allowed), str(path), allowed))
     if doc is not None and not isinstance(doc, dict):
         raise SpecError([Problem(str(path), 1, 1, "", "a params file must be a mapping", "keys of the spec")])
     return doc or {}
@@ -69,7 +73,7 @@ def check_suite(params_file: str | Path, expected: str) -> None:
 
 
 # Run-folder files DVC should not cache: resume state (2x the weights) and atomic-write temporaries.
-DVCIGNORE_LINES: tuple[str, ...] = ("last.pt", ".*.tmp")
+DVCIGNORE_LINES: tuple[str, ...] = ("last.pt", ".*.tmp", ".lock")
 
 
 def ensure_dvcignore(path: Path = Path(".dvcignore")) -> None:
@@ -84,7 +88,10 @@ def ensure_dvcignore(path: Path = Path(".dvcignore")) -> None:
 
 def _bases(spec_file: Path) -> list[Path]:
     """The spec's `extends` files, recursively (they are dependencies too)."""
-    doc = YAML(typ="safe", pure=True).load(spec_file.read_text()) or {}
+    from auxcli.safeyaml import parse_yaml, plain, read_text_file
+
+    allowed = "a UTF-8 YAML mapping"
+    doc = plain(parse_yaml(read_text_file(spec_file, "spec file", allowed), str(spec_file), allowed)) or {}
     named = doc.get("extends") or []
     found: list[Path] = []
     for base in [named] if isinstance(named, str) else named:
@@ -122,11 +129,12 @@ def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "param
                  for name, path in files.items()}
     code = [package] if Path(package).is_dir() else []  # the code, when run from a checkout
     data_roots = _unique([r for _, s in specs if (r := _relative(anchored(s.data.root))) is not None])
-    spec_args = " ".join(sorted({p.parent.as_posix() if suite else p.as_posix() for p in files.values()}))
+    q = shlex.quote  # every path on a command line: one argument, never shell code (issue 9)
+    spec_args = " ".join(q(a) for a in sorted({p.parent.as_posix() if suite else p.as_posix() for p in files.values()}))
     present = read_params(params_file)
     stages: dict[str, dict] = {}
     stages["data"] = {
-        "cmd": f"auxcli data prepare {spec_args} --params {params_file}" + (f" --suite {suite}" if suite else ""),
+        "cmd": f"auxcli data prepare {spec_args} --params {q(params_file)}" + (f" --suite {q(suite)}" if suite else ""),
         "deps": _unique([d for name in files for d in spec_deps[name]])
         + ([f"{package}/data"] if code else []),
         **({"params": [{params_file: [k for k in DATA_PARAMS if k in present]}]}
@@ -138,7 +146,9 @@ def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "param
         source = by_name.get(spec.transfer.from_) if spec.transfer else None
         own_data = _relative(anchored(spec.data.root))
         stages[spec.name] = {
-            "cmd": f"auxcli run {path} --params {params_file} && auxcli results {path} --params {params_file}",
+            # quoted: a file name with a space or `$(...)` is one argument, never shell code (issue 9)
+            "cmd": f"auxcli run {q(path)} --params {q(params_file)} && "
+                   f"auxcli results {q(path)} --params {q(params_file)}",
             "deps": [*spec_deps[spec.name], *code, *([own_data] if own_data else []), *_mapping_dep(spec),
                      *([_source_dep(source)] if source is not None else [])],
             "params": [{params_file: None}],

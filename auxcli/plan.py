@@ -4,9 +4,10 @@ A spec whose `transfer.from` names another spec of the set needs that spec's wei
 it (the study's Tables 2 and 3 reuse the models of Table 1). Other `from` values (`init`, a checkpoint
 path, an MLflow run id, a spec outside the set) impose no order.
 
-Progress is read from the run-folder contract, `<runtime.runs_dir>/<name>/seed-<k>/`: `metrics.json` is
-written only when a run finishes, `last.pt` after every epoch. Only file existence is checked, so
-planning never imports torch.
+Progress is read from the run-folder contract, `<runtime.runs_dir>/<name>/seed-<k>/`: `complete.json` is
+written when a run is finished and recorded, `metrics.json` when training finished, `last.pt` after
+every epoch, `spec.resolved.yaml` when it starts (compared with the spec for `stale`). Planning reads
+files only and never imports torch.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from auxcli.errors import Problem, SpecError
-from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 
-RUN_STATUSES: tuple[str, ...] = ("done", "partial", "todo")
+RUN_STATUSES: tuple[str, ...] = ("done", "incomplete", "stale", "partial", "todo")  # see auxcli.staleness
 
 
 def plan_order(specs: Sequence[Spec], *, sources: Sequence[str] | None = None) -> list[Spec]:
@@ -66,13 +66,11 @@ def _cycle_error(specs: Sequence[Spec], source_of: list[int | None], placed: set
 
 
 def run_status(spec: Spec, seed: int) -> str:
-    """`done` (metrics.json written: the run finished), `partial` (last.pt only) or `todo`."""
-    folder = RunFolder.of(spec, seed)
-    if folder.is_finished():
-        return "done"
-    if folder.last.exists():
-        return "partial"
-    return "todo"
+    """`done` (completion marker), `incomplete` (trained, not fully recorded), `stale` (another resolved
+    spec's run), `partial` (last.pt only) or `todo`: see `auxcli.staleness.run_state`."""
+    from auxcli.staleness import run_state
+
+    return run_state(spec, seed)
 
 
 def plan_rows(specs: Sequence[Spec], *, sources: Sequence[str] | None = None) -> list[dict[str, str | int]]:

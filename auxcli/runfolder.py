@@ -1,9 +1,12 @@
 """The run folder `runs/<name>/seed-<k>/`: fixed paths, each file rewritten whole, so DVC can track them.
 
 `spec.resolved.yaml` (what ran), `history.csv` (one row per epoch), `last.pt` (resume state, after every
-epoch), `final.pt` (weights for transfer) and `metrics.json` (final and best numbers). `metrics.json`
-is written last: its presence means the run finished. A relative `runtime.runs_dir` is anchored at the
-repository root (`auxcli.project.anchored`), so every subfolder sees the same runs.
+epoch), `final.pt` (weights for transfer), `metrics.json` (final and best numbers) and `complete.json`
+(the completion marker). Completion has two phases: `metrics.json` says training finished; only after
+the MLflow artifacts are logged and the MLflow run is closed is `complete.json` written, so its
+presence means the whole result is recorded. `.lock` guards the folder while a process runs in it.
+A relative `runtime.runs_dir` is anchored at the repository root (`auxcli.project.anchored`), so every
+subfolder sees the same runs.
 """
 
 from __future__ import annotations
@@ -14,25 +17,47 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auxcli.errors import OutputError
+from auxcli.errors import OutputError, RunInUse, output_error
 from auxcli.project import anchored
 from auxcli.spec import Spec
 
 
+TMP_SUFFIX = ".tmp"
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
+
+    A failed write (full disk, read-only folder) removes the temporary file and raises `OutputError`
+    naming `path` (exit 1 for a full disk, 2 for a path that cannot be written). A killed process can
+    still leave `.<name>.*.tmp` behind: `RunFolder.remove_stale_temporaries` clears those.
+    """
+    if path.exists() and not path.is_file():  # /dev/stdout, a FIFO: write through, never replace the node
+        try:
+            with open(path, "wb") as f:
+                write(f)
+        except OSError as exc:
+            raise output_error(path, exc) from None
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise output_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -40,6 +65,60 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+class RunFolderLock:
+    """An exclusive `flock` on `<run folder>/.lock`, naming its holder (pid and host) inside the file.
+
+    The kernel drops the lock when the holder exits, however it exits (SIGKILL included), so a lock is
+    never stale; the file itself stays (removing it would let two processes lock two different files).
+    A second process gets `RunInUse` (exit 2) naming the holder.
+    """
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+        import socket
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            error = OutputError(f"{self.path.parent}: the run folder cannot be written ({exc.strerror}). Choose "
+                                "another runtime.runs_dir or fix the folder's permissions.")
+            error.exit_code = output_error(self.path, exc).exit_code
+            raise error from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunInUse(f"{self.path.parent} is in use by {holder}: the same spec and seed is already running. "
+                           "Wait for it to finish (or stop it), then re-run; to run both, give this one another "
+                           "name with --set name=...") from None
+        holder = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode() + b"\n", 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            import fcntl
+
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunFolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 
@@ -56,10 +135,12 @@ class RunFolder:
     metrics = property(lambda self: self.root / "metrics.json")
     last = property(lambda self: self.root / "last.pt")
     final = property(lambda self: self.root / "final.pt")
+    complete = property(lambda self: self.root / "complete.json")  # the completion marker, written last
     repro = property(lambda self: self.root / "repro")  # the reproducibility record (auxcli.bundle.record)
 
     def is_finished(self) -> bool:
-        return self.metrics.exists()
+        """Finished and fully recorded: the completion marker exists (metrics.json alone is `incomplete`)."""
+        return self.complete.exists()
 
     def prepare(self) -> None:
         """Create the folder and prove it is writable before any training starts."""
@@ -72,9 +153,20 @@ class RunFolder:
             raise OutputError(f"{self.root}: the run folder cannot be written ({exc.strerror}). "
                               "Choose another runtime.runs_dir or fix the folder's permissions.") from None
 
+    def lock(self) -> RunFolderLock:
+        """The folder's lock; hold it (`with folder.lock():`) for as long as the run writes here."""
+        return RunFolderLock(self.root)
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Delete `.<file>.*.tmp` left by writes a kill interrupted; call it only while holding the lock."""
+        stale = [p for p in self.root.glob(f".*{TMP_SUFFIX}") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
     def clear(self) -> None:
         """Forget an earlier run (for --force): every output goes, the folder stays."""
-        for path in (self.metrics, self.final, self.last, self.history, self.spec):
+        for path in (self.complete, self.metrics, self.final, self.last, self.history, self.spec):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.root / "artifacts", ignore_errors=True)
         shutil.rmtree(self.repro, ignore_errors=True)
@@ -97,3 +189,14 @@ class RunFolder:
 
     def read_metrics(self) -> dict:
         return json.loads(self.metrics.read_text())
+
+    def write_completion(self, record: dict) -> None:
+        """The last write of a run: metrics.json, the MLflow artifacts and the closed MLflow run exist."""
+        atomic_write_text(self.complete, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    def read_completion(self) -> dict | None:
+        try:
+            record = json.loads(self.complete.read_text())
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            return None
+        return record if isinstance(record, dict) else None

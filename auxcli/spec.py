@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from auxcli.models.depth import allowed_depths, valid_depth
 
@@ -23,24 +23,36 @@ LABEL_SETS: tuple[str, ...] = ("gt", "superclass", "random")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024  # 8: the conv backbones' stride-4 map is still 2x2
 
+# Bounds on numbers (issue 9): every count and size has a ceiling far above the study's values but below
+# what would exhaust memory or overflow a generator, so a typo (base_width: 100000, a seed of 10**29) is a
+# validation error instead of a crash or a hang. Floats must be finite (no .inf/.nan) through the config.
+SEED_MAX = 2**32 - 1  # numpy's RandomState (synthetic data) takes seeds below 2**32
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+PositiveInt = Annotated[int, Field(gt=0, le=10**9)]
+NonNegativeInt = Annotated[int, Field(ge=0, le=10**9)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: YAML's types are kept (`epochs: true` is not 1, `lr: "0.1"` is not a number); ints still pass
+    # as floats. allow_inf_nan=False: no .inf or .nan anywhere.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True,
+                              allow_inf_nan=False)
 
 
 class SyntheticSpec(Section):
     """Size of the generated CIFAR-100-format archive (dataset: synthetic only)."""
 
-    train_per_class: PositiveInt = 20
-    test_per_class: PositiveInt = 5
-    seed: NonNegativeInt = 0
+    train_per_class: int = Field(20, gt=0, le=6000)  # CIFAR-100 has 500; beyond 6000 the archive passes 2 GB
+    test_per_class: int = Field(5, gt=0, le=6000)
+    seed: Seed = 0
 
 
 class DataSpec(Section):
     dataset: Literal["cifar100", "cifar10", "synthetic", "folder"] = "cifar100"
     root: str = "data"  # holds cifar-100-python/ (or cifar-10-batches-py/, synthetic/...); folder: train/ and test/
     download: bool = True  # synthetic: generated on first use instead; folder: unused
-    random_label_seed: NonNegativeInt = 0  # fixes the 'random' label set for every run that uses it
+    random_label_seed: Seed = 0  # fixes the 'random' label set for every run that uses it
     subset: PositiveInt | None = None  # first N training images per class
     synthetic: SyntheticSpec = SyntheticSpec()
     # Square side in pixels every image is resized to (CIFAR's own 32 by default); see auxcli/data/folder.py.
@@ -50,10 +62,10 @@ class DataSpec(Section):
 
 class ModelSpec(Section):
     backbone: Literal["resnet", "pyramidnet", "linear", "wrn"] = "resnet"
-    depth: PositiveInt | None = 110  # resnet: 6n+2; pyramidnet (basic blocks): 6n+2; wrn: 6n+4; linear: none
-    alpha: PositiveFloat | None = None  # pyramidnet widening factor (270 in the study)
-    base_width: PositiveInt = 16  # channels of the first stage (16 in both papers)
-    widen_factor: PositiveInt | None = None  # wrn: channels per stage x k (WRN-28-10: 10)
+    depth: Annotated[int, Field(gt=0, le=2000)] | None = 110  # resnet/pyramidnet: 6n+2; wrn: 6n+4; linear: none
+    alpha: Annotated[float, Field(gt=0, le=4096)] | None = None  # pyramidnet widening factor (270 in the study)
+    base_width: int = Field(16, gt=0, le=1024)  # channels of the first stage (16 in both papers)
+    widen_factor: Annotated[int, Field(gt=0, le=64)] | None = None  # wrn: channels per stage x k (WRN-28-10: 10)
     dropout: float = Field(0.0, ge=0, lt=1)  # wrn: dropout between the two convs of a block (0.3 in Cutout/RICAP)
 
     @model_validator(mode="before")
@@ -150,15 +162,15 @@ class AugmentSpec(Section):
 
 
 class TrainSpec(Section):
-    epochs: PositiveInt = 300
-    batch_size: PositiveInt = 128
+    epochs: int = Field(300, gt=0, le=100_000)
+    batch_size: int = Field(128, gt=0, le=1 << 20)
     lr: PositiveFloat = 0.1
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = True
     weight_decay: float = Field(1.0e-4, ge=0)
     milestones: list[PositiveInt] = [150, 225]
     gamma: PositiveFloat = 0.1
-    eval_batch_size: PositiveInt = 1000
+    eval_batch_size: int = Field(1000, gt=0, le=1 << 20)
 
 
 class TransferSpec(Section):
@@ -175,7 +187,7 @@ class RuntimeSpec(Section):
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "auto"
     deterministic: bool = False
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for conv backbones on CUDA and CPU
-    threads: PositiveInt | None = None  # torch.set_num_threads; None leaves torch's default
+    threads: Annotated[int, Field(gt=0, le=1024)] | None = None  # torch.set_num_threads; None: torch's default
     runs_dir: str = "runs"  # run folders are <runs_dir>/<name>/seed-<k>/
     # Distributed runs (torchrun, `auxcli run --nproc N`): BatchNorm statistics are per process by default
     # (4 processes x 32 images: the study's 4-GPU statistics). sync_bn: SyncBatchNorm over all processes
@@ -186,12 +198,13 @@ class RuntimeSpec(Section):
 
 class TrackingSpec(Section):
     uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
-    experiment: str = Field("auxcli", min_length=1)
+    # A name, never a path: it also names the artifact folder mlartifacts/<experiment>/ (issue 9).
+    experiment: str = Field("auxcli", pattern=NAME_PATTERN)
 
 
 class Spec(Section):
     name: str = Field(pattern=NAME_PATTERN)
-    seeds: list[NonNegativeInt] = Field(default=[0], min_length=1)
+    seeds: list[Seed] = Field(default=[0], min_length=1, max_length=1000)
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
     task: TaskSpec = TaskSpec()

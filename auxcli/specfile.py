@@ -20,17 +20,14 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
 
 from auxcli.errors import Problem, SpecError
+from auxcli.safeyaml import check_control_characters, parse_yaml, plain, read_text_file
 from auxcli.spec import CrossFieldErrors, Spec
 
 Location = tuple[str, int | None, int | None]
+MAX_KEY_DEPTH = 16
 Path_ = tuple[Any, ...]
-
-
-def _yaml() -> YAML:
-    return YAML(typ="rt", pure=True)
 
 
 def spec_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -60,6 +57,10 @@ def read_spec_data(path: str | Path, overrides: Sequence[str] = ()) -> tuple[dic
 
 
 def validate_spec_data(data: dict, locations: dict[Path_, Location], source: str) -> Spec:
+    bad = _control_character_values(data, ())
+    if bad:  # escapes such as "\0" reach values past the file's own check; paths and names must not hold them
+        raise SpecError([_problem_at(path, "control character in the value", "printable text", locations, source)
+                         for path in bad])
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
@@ -70,6 +71,18 @@ def validate_spec_data(data: dict, locations: dict[Path_, Location], source: str
                         at=tuple(p.at.split(".")) if p.at else None)
             for p in exc.problems
         ]) from None
+
+
+def _control_character_values(node: Any, path: Path_) -> list[Path_]:
+    import re
+
+    if isinstance(node, str):
+        return [path] if re.search("[\x00-\x1f\x7f]", node) else []
+    if isinstance(node, dict):
+        return [p for key, value in node.items() for p in _control_character_values(value, path + (key,))]
+    if isinstance(node, list):
+        return [p for i, value in enumerate(node) for p in _control_character_values(value, path + (i,))]
+    return []
 
 
 def dump_spec(spec: Spec) -> str:
@@ -86,22 +99,8 @@ def dump_spec(spec: Spec) -> str:
 
 def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[Path_, Location]]:
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([Problem(source, None, None, "", "no such spec file", "a path to a .yaml spec")]) from None
-    except OSError as exc:
-        raise SpecError([Problem(source, None, None, "", f"cannot read: {exc.strerror}", None)]) from None
-    try:
-        doc = _yaml().load(text)
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        message = f"invalid YAML: {exc.problem or exc.context}"
-        if exc.problem and exc.context and exc.context_mark:
-            start = exc.context_mark
-            message += f" ({exc.context} started at line {start.line + 1}, column {start.column + 1})"
-        raise SpecError([Problem(source, line, col, "", message, "YAML 1.2 mapping")]) from None
+    text = read_text_file(path, "spec file", "a UTF-8 YAML 1.2 mapping of at most 1 MiB")
+    doc = parse_yaml(text, source, "YAML 1.2 mapping")
     if doc is None:
         doc = CommentedMap()
     if not isinstance(doc, dict):
@@ -154,21 +153,7 @@ def _record_locations(node: Any, prefix: Path_, source: str, out: dict[Path_, Lo
             _record_locations(item, prefix + (i,), source, out)
 
 
-def _plain(node: Any) -> Any:
-    """ruamel's round-trip containers and scalars as plain dicts, lists, str, int, float, bool."""
-    if isinstance(node, dict):
-        return {str(k): _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    return node
+_plain = plain
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
@@ -182,14 +167,20 @@ def _deep_merge(base: dict, top: dict) -> dict:
 
 
 def _apply_override(data: dict, locations: dict[Path_, Location], text: str, source: str) -> None:
+    """Apply one `--set` override. A mapping value merges into the mapping already there (so `train={}`
+    changes nothing); to replace a whole section, delete it first: `--set '~train' --set 'train={...}'`."""
     where = f"{source} (--set {text})"
+    check_control_characters(text, where, "printable text")
     delete = text.startswith("~")
     body = text[1:] if text[:1] in "~+" else text
     key, sep, raw_value = body.partition("=")
-    if not key or (not sep and not delete) or (sep and delete):
+    parts = tuple(key.split("."))
+    if not key or (not sep and not delete) or (sep and delete) or not all(p.strip() for p in parts):
         raise SpecError([Problem(where, None, None, key, "malformed override",
                                  "key.path=value, +key.path=value or ~key.path (dvc exp run -S syntax)")])
-    parts = tuple(key.split("."))
+    if len(parts) > MAX_KEY_DEPTH:
+        raise SpecError([Problem(where, None, None, key, f"the key is nested deeper than {MAX_KEY_DEPTH} levels",
+                                 "a field path such as train.lr")])
     node = data
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
@@ -197,18 +188,30 @@ def _apply_override(data: dict, locations: dict[Path_, Location], text: str, sou
                 return
             node[part] = {}
         node = node[part]
+    if delete:
+        for old in [p for p in locations if p[: len(parts)] == parts]:
+            del locations[old]
+        locations[parts] = (where, None, None)
+        node.pop(parts[-1], None)
+        return
+    value = _plain(parse_yaml(raw_value, where, "a YAML scalar, list or mapping", key,
+                                   value=True)) if raw_value.strip() else None
+    if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+        node[parts[-1]] = _deep_merge(node[parts[-1]], value)
+        for sub in _leaf_paths(value, parts):
+            locations[sub] = (where, None, None)
+        return
     for old in [p for p in locations if p[: len(parts)] == parts]:
         del locations[old]
     locations[parts] = (where, None, None)
-    if delete:
-        node.pop(parts[-1], None)
-        return
-    try:
-        value = _plain(_yaml().load(raw_value)) if raw_value.strip() else None
-    except MarkedYAMLError as exc:
-        raise SpecError([Problem(where, None, None, key, f"the value is not valid YAML: {exc.problem}",
-                                 "a YAML scalar, list or mapping")]) from None
     node[parts[-1]] = value
+
+
+def _leaf_paths(value: dict, prefix: Path_) -> list[Path_]:
+    out: list[Path_] = []
+    for key, sub in value.items():
+        out += _leaf_paths(sub, prefix + (key,)) if isinstance(sub, dict) and sub else [prefix + (key,)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -241,7 +244,8 @@ def _public_path(loc: Sequence[Any], data: Any) -> Path_:
 _TYPE_ALLOWED = {
     "int_parsing": "an integer", "int_type": "an integer", "int_from_float": "an integer",
     "float_parsing": "a number", "float_type": "a number", "bool_parsing": "true or false",
-    "bool_type": "true or false", "string_type": "a string", "list_type": "a list",
+    "bool_type": "true or false", "string_type": "a string",
+    "finite_number": "a finite number (no .inf or .nan)", "list_type": "a list",
     "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping",
     "missing": "a value for this required field", "none_required": "null (only labelset aux tasks take labels)",
 }
@@ -311,7 +315,7 @@ def _problem_from_pydantic(err: dict, data: dict, locations: dict[Path_, Locatio
         fields = _fields_of(path[:-1], data)
         message = f"unknown key {path[-1]!r}"
         allowed = ", ".join(fields) if fields else None
-    elif kind == "string_pattern_mismatch" and path[-1:] == ("name",):
+    elif kind == "string_pattern_mismatch" and path[-1:] in (("name",), ("experiment",)):
         message = f"{err.get('input')!r} is not a file-system-safe name"
         allowed = "1-100 letters, digits, '.', '_' or '-', starting with a letter or digit"
     elif kind == "string_pattern_mismatch":
@@ -331,15 +335,9 @@ PIPELINE_KEYS: tuple[str, ...] = ("suite",)  # params.yaml keys that configure t
 def params_overrides(path: str | Path) -> list[str]:
     """A params file (a YAML mapping, e.g. DVC's params.yaml) as `--set` overrides, leaf by leaf; the
     pipeline's own keys (`PIPELINE_KEYS`) are not overrides and are left out."""
-    import json
-
     source = str(path)
-    try:
-        doc = _plain(_yaml().load(Path(path).read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise SpecError([Problem(source, None, None, "", "no such params file", "a YAML mapping file")]) from None
-    except MarkedYAMLError as exc:
-        raise SpecError([Problem(source, None, None, "", f"invalid YAML: {exc.problem}", "a YAML mapping")]) from None
+    text = read_text_file(Path(path), "params file", "a UTF-8 YAML mapping of spec keys (DVC's params.yaml)")
+    doc = _plain(parse_yaml(text, source, "a YAML mapping of spec keys"))
     if doc is None:
         return []
     if not isinstance(doc, dict):
@@ -348,10 +346,24 @@ def params_overrides(path: str | Path) -> list[str]:
     def leaves(node: dict, prefix: str) -> list[str]:
         out: list[str] = []
         for key, value in node.items():
-            if isinstance(value, dict) and value:
+            if isinstance(value, dict):  # an empty mapping merges nothing, so it adds no override
                 out += leaves(value, f"{prefix}{key}.")
             else:
-                out.append(f"{prefix}{key}={json.dumps(value)}")
+                out.append(f"{prefix}{key}={_yaml_value(value)}")
         return out
 
     return leaves({k: v for k, v in doc.items() if k not in PIPELINE_KEYS}, "")
+
+
+def _yaml_value(value: Any) -> str:
+    """A plain value as YAML flow text that `--set` parses back to the same value (`.inf` included)."""
+    import json
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {_yaml_value(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)

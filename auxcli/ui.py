@@ -49,6 +49,9 @@ def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, *,
 
     if uri.startswith(("http://", "https://")):
         raise TrackingError(f"{uri} is already a tracking server: open it in a browser instead.")
+    from auxcli.tracking import check_tracking_uri
+
+    check_tracking_uri(uri)  # unknown schemes, missing drivers, files that are not SQLite: a clear error
     _check_exists(uri)
     embedded = uri == resolve_tracking_uri(None) and not os.environ.get("MLFLOW_TRACKING_URI")
     artifacts = store_root() / DEFAULT_ARTIFACTS if embedded else None
@@ -58,10 +61,12 @@ def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, *,
     env = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     # A file, not a pipe: a long-lived server would block once a pipe nobody reads is full.
     log = tempfile.NamedTemporaryFile(prefix="auxcli-ui-", suffix=".log")
+    parent = os.getpid()
     proc = subprocess.Popen(server_command(uri, host, port, artifacts), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                            stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+                            preexec_fn=lambda: _die_with_parent(parent))
     _LOGS[proc.pid] = log
-    url = f"http://{_url_host(host)}:{port}"
+    url = f"http://{_url_host(host)}:{port}"  # where this process polls /health
     try:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -69,7 +74,7 @@ def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, *,
                 tail = " | ".join(_log_text(proc).strip().splitlines()[-5:])
                 raise TrackingError(f"mlflow server exited with code {proc.returncode}: {tail or 'no output'}")
             if _healthy(url):
-                return proc, url
+                return proc, listen_url(host, port)
             time.sleep(0.25)  # polling interval while the server boots
         raise TrackingError(f"mlflow server did not answer at {url} within {timeout_s:.0f} s.")
     except BaseException:  # interrupted or failed while booting: leave no server behind
@@ -149,6 +154,46 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def listen_url(host: str, port: int) -> str:
+    """The address the server really listens on (`http://0.0.0.0:5000` means every interface)."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it resolves to whatever DNS says, so treat it as exposed
+        return False
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """The warning `auxcli ui` prints before binding a non-loopback address; None for loopback."""
+    if is_loopback(host):
+        return None
+    reach = "every network interface of this machine" if host in ("0.0.0.0", "::") else host
+    return (f"warning: --host {host} makes the MLflow UI reachable on {reach}, port {port}. It has no "
+            "authentication: anyone who can reach that address can read, change and delete every run in the "
+            "store. Use the default 127.0.0.1 (and an SSH tunnel) unless this network is trusted.")
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """In the server process before exec: get SIGTERM when `auxcli ui` dies, even by SIGKILL (Linux prctl
+    PR_SET_PDEATHSIG; mlflow server forwards SIGTERM to its uvicorn child). Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _url_host(host: str) -> str:

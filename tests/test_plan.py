@@ -116,11 +116,12 @@ def test_run_status_follows_the_run_folder(tmp_path):
     spec = _spec("s", seeds=[0, 1, 2, 3], runtime={"runs_dir": str(tmp_path / "runs")})
     folder = tmp_path / "runs" / "s"
     _touch(folder / "seed-0" / "metrics.json")
+    _touch(folder / "seed-0" / "complete.json")
     _touch(folder / "seed-1" / "last.pt")
     _touch(folder / "seed-2" / "last.pt")
-    _touch(folder / "seed-2" / "metrics.json")  # finished runs keep last.pt: still done
+    _touch(folder / "seed-2" / "metrics.json")  # trained, but the MLflow record was never completed
     (folder / "seed-3").mkdir()  # an empty folder is not a start
-    assert [run_status(spec, seed) for seed in spec.seeds] == ["done", "partial", "done", "todo"]
+    assert [run_status(spec, seed) for seed in spec.seeds] == ["done", "partial", "incomplete", "todo"]
     assert run_status(spec, 9) == "todo"
 
 
@@ -129,6 +130,7 @@ def test_plan_cli_shows_each_seed_status(workdir):
     (workdir / "specs" / "src.yaml").write_text("name: src\nseeds: [0, 1, 2]\n")
     (workdir / "specs" / "ft.yaml").write_text("name: ft\ntransfer: {from: src, mode: finetune}\n")
     _touch(workdir / "runs" / "src" / "seed-0" / "metrics.json")
+    _touch(workdir / "runs" / "src" / "seed-0" / "complete.json")
     _touch(workdir / "runs" / "src" / "seed-1" / "last.pt")
     result = runner.invoke(app, ["plan", "specs"])
     assert result.exit_code == 0, result.output
@@ -142,6 +144,7 @@ def test_plan_cli_shows_each_seed_status(workdir):
 def test_plan_cli_reads_runs_dir_from_set(workdir):
     (workdir / "s.yaml").write_text("name: s\n")
     _touch(workdir / "elsewhere" / "s" / "seed-0" / "metrics.json")
+    _touch(workdir / "elsewhere" / "s" / "seed-0" / "complete.json")
     assert "0:todo" in runner.invoke(app, ["plan", "s.yaml"]).output
     result = runner.invoke(app, ["plan", "s.yaml", "--set", "runtime.runs_dir=elsewhere"])
     assert result.exit_code == 0 and "0:done" in result.output

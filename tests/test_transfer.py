@@ -72,12 +72,13 @@ def test_linear_probe_with_training_bn_updates_only_bn_statistics(workdir, tiny_
 def test_probe_from_an_untrained_network_and_the_raw_pixel_baseline(workdir, tiny_spec):
     init = tiny_spec("probe-init", "transfer: {from: init, mode: linear}\n")
     pixels = tiny_spec("pixels", "")
-    result = invoke("run", init, pixels, "--set", "model={backbone: linear}")
+    # a mapping merges into the section; delete it first to replace it (issue 9)
+    result = invoke("run", init, pixels, "--set", "~model", "--set", "model={backbone: linear}")
     assert result.exit_code == 2  # the override hits both specs; linear cannot transfer
     assert "transfer" in result.output
 
     assert invoke("run", init).exit_code == 0, "probe from init"
-    assert invoke("run", pixels, "--set", "model={backbone: linear}").exit_code == 0
+    assert invoke("run", pixels, "--set", "~model", "--set", "model={backbone: linear}").exit_code == 0
     pixel_model = final_state(workdir, "pixels")
     assert pixel_model["backbone"] == {}  # one FC on raw pixels: only the head has weights
     assert pixel_model["heads"]["main"]["fc.weight"].shape == (100, 3072)

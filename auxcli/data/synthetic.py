@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from torchvision.datasets import CIFAR100
 
-from auxcli.errors import DataError
+from auxcli.errors import DataError, output_error
 
 ARCHIVE_FOLDER = CIFAR100.base_folder  # "cifar-100-python"
 MANIFEST = "manifest.json"
@@ -108,8 +108,12 @@ def synthesize_cifar100(root: Path, *, train_per_class: int, test_per_class: int
     target = root / ARCHIVE_FOLDER
     if target.exists():
         return _existing_archive(target, params)
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".synthesize-", dir=root))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned_staging(root)
+        staging = Path(tempfile.mkdtemp(prefix=".synthesize-", dir=root))
+    except OSError as exc:
+        raise output_error(root, exc, "the synthetic archive into") from None
     try:
         _write_archive(staging / ARCHIVE_FOLDER, params)
         try:
@@ -118,9 +122,23 @@ def synthesize_cifar100(root: Path, *, train_per_class: int, test_per_class: int
             if not target.exists():
                 raise
             return _existing_archive(target, params)  # another process renamed first
+    except OSError as exc:  # a full disk or read-only folder: nothing half-written stays behind
+        raise output_error(target, exc, "the synthetic archive") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _remove_abandoned_staging(root: Path, age_s: float = 3600) -> None:
+    """Staging folders of generations that were killed; an hour old, so no live generation loses its own."""
+    import time
+
+    for staging in root.glob(".synthesize-*"):
+        try:
+            if time.time() - staging.stat().st_mtime > age_s:
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def read_manifest(archive: Path) -> dict:

@@ -2,21 +2,24 @@
 
 Real CIFAR-100 is checked against the md5 sums torchvision ships (`CIFAR100.train_list`, `test_list`,
 `meta`), which are the official release's; a generated archive (one with `manifest.json`) against its
-manifest. The report lists each file as ok, mismatch or missing, the images per split and the size of
-each label set (read only from files that passed, since unpickling an unknown file can run code);
-`auxcli data verify` prints it and exits 2 unless every file is ok.
+manifest. The report lists each file as ok, mismatch or missing; when all passed, the archive is read
+with the restricted unpickler of `archive.py` (a manifest can be forged together with its files, so a
+matching md5 is no reason to trust a pickle) and its contents checked: shapes, dtypes, label ranges,
+label and image counts, class names. `auxcli data verify` prints the images per split and the size of
+each label set, and exits 2 unless every file is ok and every content check passed; `auxcli run`
+refuses such data with the same text.
 """
 
 from __future__ import annotations
 
 import hashlib
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
 from torchvision.datasets import CIFAR100
 
+from auxcli.data.archive import CIFAR100_LAYOUT, problems_message, read_archive
 from auxcli.data.cifar import expected_md5s
 from auxcli.data.synthetic import ARCHIVE_FOLDER, MANIFEST, manifest_md5s, read_manifest
 from auxcli.errors import DataError
@@ -40,10 +43,12 @@ class VerifyReport:
     images: dict[str, int | None]  # split -> image count; None unless the file passed its check
     label_sets: dict[str, int]  # label set -> classes (from meta); empty unless meta passed its check
     problem: str | None = None  # a failure before any file could be checked (e.g. no manifest)
+    contents: tuple[str, ...] = ()  # what is wrong inside files that passed their md5
 
     @property
     def ok(self) -> bool:
-        return self.problem is None and bool(self.files) and all(f.status == "ok" for f in self.files)
+        return (self.problem is None and not self.contents and bool(self.files)
+                and all(f.status == "ok" for f in self.files))
 
     def failure(self) -> str:
         """One paragraph saying what failed and how to fix it (empty when `ok`)."""
@@ -51,6 +56,8 @@ class VerifyReport:
             return ""
         if self.problem is not None:
             return self.problem
+        if self.contents:
+            return problems_message(self.folder, CIFAR100_LAYOUT, list(self.contents))
         bad = ", ".join(f"{f.name} ({f.status})" for f in self.files if f.status != "ok")
         if all(f.status == "missing" for f in self.files):
             names = ", ".join(f.name for f in self.files)
@@ -93,14 +100,21 @@ def verify_data(root: Path, dataset: str = "auto") -> VerifyReport:
     else:
         expected = expected_md5s(CIFAR100)
     files = tuple(check_files(folder, expected))
-    # Only files that passed their md5 are unpickled: unpickling an unknown file can run code.
-    trusted = {f.name for f in files if f.status == "ok"}
+    if not files or any(f.status != "ok" for f in files):
+        return VerifyReport(folder, dataset, files, {"train": None, "test": None}, {})
+    try:
+        archive, problems = read_archive(folder, CIFAR100_LAYOUT)
+    except DataError as exc:  # unreadable, truncated, or a pickle that asks for code
+        return VerifyReport(folder, dataset, files, {"train": None, "test": None}, {}, problem=str(exc))
+    if archive is None:
+        return VerifyReport(folder, dataset, files, {"train": None, "test": None}, {}, contents=tuple(problems))
     return VerifyReport(
         folder=folder,
         dataset=dataset,
         files=files,
-        images={split: _image_count(folder / split) if split in trusted else None for split in ("train", "test")},
-        label_sets=_label_set_sizes(folder / "meta") if "meta" in trusted else {},
+        images={"train": len(archive.train.fine), "test": len(archive.test.fine)},
+        label_sets={"gt": len(archive.classes), "superclass": len(archive.superclasses or []),
+                    "random": len(archive.classes)},
     )
 
 
@@ -137,31 +151,7 @@ def format_report(report: VerifyReport) -> str:
         lines += ["", tabulate(rows, headers=["split", "images"])]
     if report.label_sets:
         lines += ["", tabulate(list(report.label_sets.items()), headers=["label set", "classes"])]
+    if report.contents:
+        lines += ["", "wrong contents:"] + [f"  {problem}" for problem in report.contents]
     lines += ["", "ok" if report.ok else "FAILED"]
     return "\n".join(lines)
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
-    except Exception:
-        return None
-    return entry if isinstance(entry, dict) else None
-
-
-def _image_count(path: Path) -> int | None:
-    entry = _read(path)
-    try:
-        return len(entry["fine_labels"]) if entry is not None else None
-    except (KeyError, TypeError):
-        return None
-
-
-def _label_set_sizes(path: Path) -> dict[str, int]:
-    meta = _read(path)
-    try:
-        gt, superclass = len(meta["fine_label_names"]), len(meta["coarse_label_names"])
-    except (KeyError, TypeError):
-        return {}
-    return {"gt": gt, "superclass": superclass, "random": gt}

@@ -53,9 +53,10 @@ def make_report(*, paths: Sequence[Path] = (), overrides: Sequence[str] = (), tr
     report = build_report(agg, specs=refs, footer=source)
     result = ReportOutput(render(report, fmt))
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        from auxcli.runfolder import atomic_write_text
+
         path = out / f"report.{EXTENSIONS[fmt]}"
-        path.write_text(result.text, encoding="utf-8")
+        atomic_write_text(path, result.text)  # a full disk or read-only --out: OutputError naming the path
         result.written.append(path)
     if plots:
         from auxcli.report.plots import report_figures, save_png

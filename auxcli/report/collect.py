@@ -50,8 +50,12 @@ class Store:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
         from mlflow.tracking import MlflowClient
 
+        from auxcli.tracking import _install_sqlite_busy_timeout, check_tracking_uri
+
+        check_tracking_uri(uri)
+        _install_sqlite_busy_timeout()
         self.uri, self.experiment = uri, experiment
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = self._call("open", MlflowClient, tracking_uri=uri)
         found = self._call("open", self.client.get_experiment_by_name, experiment)
         if found is None:
             names = sorted(e.name for e in self._call("list experiments", self.client.search_experiments))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 from tabulate import tabulate
 
@@ -129,20 +130,38 @@ def footer_lines(report: Report) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------- formats
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~])")
+
+
+def one_line(text: str) -> str:
+    """Free text (run names, tags, paths from the store) on one line: control characters become spaces,
+    so no name can start a new table row, a new LaTeX line outside a comment, or a markdown block."""
+    return _CONTROL.sub(" ", text)
+
+
+def markdown_escape(text: str) -> str:
+    """`one_line` plus a backslash before every character with a meaning in GitHub markdown tables."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", one_line(text))
+
+
 def _sections(report: Report, fmt: str, heading: str) -> str:
+    clean = markdown_escape if fmt == "github" else one_line
+
+    def grid(headers: list[str], body: list[list[str]]) -> str:
+        return tabulate([[clean(c) for c in row] for row in body], [clean(h) for h in headers], tablefmt=fmt,
+                        disable_numparse=True)
+
     parts = []
     for table in report.tables:
-        headers, body = table_grid(table)
-        parts.append(f"{heading}{table.title}\n\n{tabulate(body, headers, tablefmt=fmt, disable_numparse=True)}")
+        parts.append(f"{heading}{clean(table.title)}\n\n{grid(*table_grid(table))}")
     for beyond in report.beyond:
-        headers, body = beyond_grid(beyond)
-        parts.append(f"{heading}{beyond.title}\n\n{tabulate(body, headers, tablefmt=fmt, disable_numparse=True)}")
+        parts.append(f"{heading}{clean(beyond.title)}\n\n{grid(*beyond_grid(beyond))}")
     if report.generic:
-        headers, body = generic_grid(report.generic)
-        parts.append(f"{heading}Other specs\n\n{tabulate(body, headers, tablefmt=fmt, disable_numparse=True)}")
+        parts.append(f"{heading}Other specs\n\n{grid(*generic_grid(report.generic))}")
     if not parts:
         parts.append("No runs.")
-    return "\n\n".join(parts + ["\n".join(footer_lines(report))]) + "\n"
+    return "\n\n".join(parts + ["\n".join(clean(line) for line in footer_lines(report))]) + "\n"
 
 
 def _text(report: Report) -> str:
@@ -158,7 +177,7 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in text)
+    return "".join(_LATEX_ESCAPES.get(ch, ch) for ch in one_line(text))
 
 
 def _tabular(title: str, headers: list[str], body: list[list[str]], text_columns: int) -> str:
@@ -166,7 +185,7 @@ def _tabular(title: str, headers: list[str], body: list[list[str]], text_columns
         return latex_escape(text).replace("±", r"$\pm$")
 
     spec = "l" * text_columns + "r" * (len(headers) - text_columns)
-    lines = [f"% {title}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
+    lines = [f"% {latex_escape(title)}", f"\\begin{{tabular}}{{{spec}}}", r"\toprule",
              " & ".join(cell(h) for h in headers) + r" \\", r"\midrule"]
     lines += [" & ".join(cell(c) for c in row) + r" \\" for row in body]
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -184,7 +203,8 @@ def _latex(report: Report) -> str:
     if report.generic:
         headers, body = generic_grid(report.generic, note=False)
         parts.append(_tabular("Other specs", headers, body, 3))
-    parts.append("\n".join("% " + line for line in footer_lines(report)))
+    # escaped although a comment: a name must not end the comment line or reach any later tool as TeX
+    parts.append("\n".join("% " + latex_escape(line) for line in footer_lines(report)))
     return "\n\n".join(parts) + "\n"
 
 

@@ -17,6 +17,13 @@ from auxcli.runfolder import atomic_write_bytes
 
 LAST_FORMAT = "auxcli-last-1"
 FINAL_FORMAT = "auxcli-final-1"
+# What each format must hold, and of which type; a crafted or foreign file missing any of it is a
+# `CheckpointError` naming the key, not a KeyError halfway through a resume or a transfer.
+REQUIRED_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    LAST_FORMAT: {"epoch": int, "model": dict, "optimizer": dict, "scheduler": dict, "rng": dict, "history": list,
+                  "spec_sha256": str, "mlflow_run_id": (str, type(None))},
+    FINAL_FORMAT: {"spec": dict, "seed": int, "backbone": dict, "heads": dict},
+}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -37,6 +44,15 @@ def load_checkpoint(path: Path, expected_format: str) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != expected_format:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise CheckpointError(f"{path}: not an auxcli checkpoint of format {expected_format} (found {found}).")
+    wrong = [f"{key} (missing)" if key not in state else f"{key} (a {type(state[key]).__name__})"
+             for key, kind in REQUIRED_KEYS.get(expected_format, {}).items()
+             if key not in state or not isinstance(state[key], kind) or isinstance(state[key], bool)]
+    if expected_format == FINAL_FORMAT and not wrong and not (
+            isinstance(state["spec"].get("model"), dict) and isinstance(state["spec"].get("name"), str)):
+        wrong.append("spec.model/spec.name (missing)")
+    if wrong:
+        raise CheckpointError(f"{path}: this {expected_format} checkpoint lacks or mistypes {', '.join(wrong)}; "
+                              "it was not written by auxcli or was edited. Delete it or re-run with --force.")
     return state
 
 

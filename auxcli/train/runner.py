@@ -39,12 +39,14 @@ from auxcli.models.batchnorm import use_ghost_batch_norm, use_sync_batch_norm
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone
 from auxcli.spec import Spec, launch_problems
+from auxcli.staleness import is_stale, stale_error
 from auxcli.tasks import Task, build_tasks
 from auxcli.train.checkpoint import LAST_FORMAT, load_checkpoint, restore_rng_state, rng_state
 from auxcli.train.distributed import Ranks, current
 from auxcli.train.loop import SplitTensors, Transform, evaluate_batches, train_epoch
 from auxcli.train.metrics import split_metrics, summary_metrics
 from auxcli.runfolder import RunFolder
+from auxcli.testhooks import pause_point
 from auxcli.train.progress import Progress, make_progress
 from auxcli.train.record import NoRecorder, Recorder, RunRecorder, run_label, spec_sha256
 from auxcli.train.runtime import Runtime, resolve_runtime, seed_everything
@@ -67,7 +69,7 @@ class Interrupted(AuxcliError):
 class RunOutcome:
     name: str
     seed: int
-    status: str  # finished | complete (finished before; not retrained) | stopped (stop_after_epoch)
+    status: str  # finished | complete (finished before; not retrained) | stopped (stop_after_epoch) | repaired
     folder: RunFolder
     metrics: dict[str, Any]  # the summary metrics of metrics.json
     run_id: str | None
@@ -86,38 +88,79 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
 
     `provenance` (spec file as written, overrides, command line) goes into the record. `stop_after_epoch`
     ends training after that epoch with the schedule unchanged (`auxcli reproduce --epochs`): no
-    `final.pt` or `metrics.json`, the MLflow run tagged `auxcli.stopped_after_epoch`."""
+    `final.pt` or `metrics.json`, the MLflow run tagged `auxcli.stopped_after_epoch`.
+
+    Rank 0 holds the run folder's lock for the whole run (a second process for the same folder exits 2).
+    A folder of another resolved spec is refused (`StaleResult`, exit 2) unless `force`; a finished but
+    incompletely recorded one is repaired without retraining (see `record.py`)."""
     ranks = current()
     folder = RunFolder.of(spec, seed)
-    finished, checkpoint = ranks.from_main(lambda: _look_up(spec, seed, folder, resume=resume, force=force))
-    if finished is not None:
-        return RunOutcome(spec.name, seed, "complete", folder, finished, finished.get("mlflow_run_id"))
+    with _folder_lock(folder, ranks):
+        pause_point("after-lock")
+        done, checkpoint = ranks.from_main(lambda: _look_up(spec, seed, folder, resume=resume, force=force))
+        if done is not None:
+            status, finished = done
+            return RunOutcome(spec.name, seed, status, folder, finished, finished.get("mlflow_run_id"))
 
-    training = prepare(spec, seed, ranks)
-    with ranks.agree():
-        start = restore(training, checkpoint)
-    recorder = RunRecorder(spec, seed, folder, params=training.runtime.params()) if ranks.is_main else NoRecorder()
-    # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
-    stop = stop_after_epoch if stop_after_epoch is not None and stop_after_epoch < spec.train.epochs else None
-    tags = {**training.transfer_tags, **({"auxcli.stopped_after_epoch": str(stop)} if stop else {}),
-            **({"auxcli.world_size": str(ranks.world_size)} if ranks.distributed else {})}
-    recorder.run_id = ranks.from_main(lambda: recorder.open(
-        resumed_run_id=start.run_id, history=start.history, tags=tags, clear_folder=force))
-    summary = _train_and_finish(training, recorder, start, provenance, stop)
-    return RunOutcome(spec.name, seed, "stopped" if stop else "finished", folder, summary, recorder.run_id)
+        training = prepare(spec, seed, ranks)
+        with ranks.agree():
+            start = restore(training, checkpoint)
+        recorder = (RunRecorder(spec, seed, folder, params=training.runtime.params()) if ranks.is_main
+                    else NoRecorder())
+        stop = stop_after_epoch if stop_after_epoch is not None and stop_after_epoch < spec.train.epochs else None
+        tags = {**training.transfer_tags, **({"auxcli.stopped_after_epoch": str(stop)} if stop else {}),
+                **({"auxcli.world_size": str(ranks.world_size)} if ranks.distributed else {})}
+        summary = _train_and_finish(training, recorder, start, tags=tags, clear_folder=force, provenance=provenance,
+                                    stop_after_epoch=stop)
+        return RunOutcome(spec.name, seed, "stopped" if stop else "finished", folder, summary, recorder.run_id)
+
+
+def _folder_lock(folder: RunFolder, ranks: Ranks) -> Any:
+    """The run folder's lock, taken by rank 0 (the process that writes the folder) only."""
+    import contextlib
+
+    return folder.lock() if ranks.is_main else contextlib.nullcontext()
 
 
 def _look_up(spec: Spec, seed: int, folder: RunFolder, *, resume: bool, force: bool
-             ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The run folder's state (rank 0 only): the metrics of a finished run, or the `last.pt` to resume."""
-    if folder.is_finished() and not force:
-        print(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.", flush=True)
-        return folder.read_metrics(), None
+             ) -> tuple[tuple[str, dict[str, Any]] | None, dict[str, Any] | None]:
+    """The run folder's state (rank 0 only, holding the lock): (status, metrics) of a run that needs no
+    training (`complete`, or `repaired` after completing its record), else the `last.pt` to resume."""
     folder.prepare()
+    folder.remove_stale_temporaries()
+    if not force:
+        if is_stale(spec, folder):
+            raise stale_error(spec, seed, folder)
+        if folder.is_finished():
+            print(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.", flush=True)
+            return ("complete", folder.read_metrics()), None
+        if folder.metrics.exists():
+            return ("repaired", _repair(spec, seed, folder).metrics), None
     checkpoint = None if force else _load_resumable(folder, spec)
     if resume and checkpoint is None:
         print(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.", flush=True)
     return None, checkpoint
+
+
+def _repair(spec: Spec, seed: int, folder: RunFolder) -> RunOutcome:
+    """Training finished earlier but the MLflow record did not: complete it, without retraining."""
+    recorder = RunRecorder(spec, seed, folder)
+    with _signals_raise():
+        status = "FAILED"
+        try:
+            with _recording():
+                recorder.repair()
+            status = "FINISHED"
+        except Interrupted:
+            status = "KILLED"
+            raise
+        finally:
+            with _recording():
+                recorder.close(status)
+    print(f"{run_label(spec, seed)}: training had finished; completed its MLflow record (run {recorder.run_id}) "
+          "without retraining.", flush=True)
+    recorded = folder.read_metrics()
+    return RunOutcome(spec.name, seed, "repaired", folder, recorded, recorder.run_id)
 
 
 # ---------------------------------------------------------------------------------------------- prepare
@@ -244,24 +287,31 @@ def _load_resumable(folder: RunFolder, spec: Spec) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------------------------- train, finish
 
-def _train_and_finish(t: _Training, recorder: Recorder, start: Start, provenance: Provenance | None = None,
-                      stop_after_epoch: int | None = None) -> dict[str, float]:
-    """Train and finish under signal handling; the MLflow run always ends FINISHED, FAILED or KILLED."""
+def _train_and_finish(t: _Training, recorder: Recorder, start: Start, *, tags: dict[str, str], clear_folder: bool,
+                      provenance: Provenance | None = None, stop_after_epoch: int | None = None) -> dict[str, float]:
+    """Open the record, train and finish under signal handling; the MLflow run always ends FINISHED,
+    FAILED or KILLED: a second Ctrl-C or SIGTERM while closing it is ignored, not obeyed halfway."""
     status = "FAILED"
-    try:
-        with _signals_raise():
+    with _signals_raise():
+        try:
+            # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
+            # rank 0 opens the MLflow run; every rank learns its id (and any error opening it)
+            with _recording():
+                recorder.run_id = t.ranks.from_main(lambda: recorder.open(
+                    resumed_run_id=start.run_id, history=start.history, tags=tags, clear_folder=clear_folder))
             history = train(t, recorder, start, stop_after_epoch)
             summary = finish(t, recorder, history, provenance) if stop_after_epoch is None else {}
-        status = "FINISHED"
-    except Interrupted:
-        status = "KILLED"
-        raise
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise Interrupted(signal.SIGINT) from None
-    finally:
-        t.progress.close()
-        recorder.close(status)
+            status = "FINISHED"
+        except Interrupted:
+            status = "KILLED"
+            raise
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise Interrupted(signal.SIGINT) from None
+        finally:
+            t.progress.close()
+            with _recording():
+                recorder.close(status)
     return summary
 
 
@@ -271,12 +321,13 @@ def train(t: _Training, recorder: Recorder, start: Start, stop_after_epoch: int 
     before the next starts."""
     history = list(start.history)
     for epoch in range(start.epoch, min(t.spec.train.epochs, stop_after_epoch or t.spec.train.epochs) + 1):
+        pause_point("before-epoch")
         t.ranks.test_exit_hook(epoch)
         row = _one_epoch(epoch, t)
         t.scheduler.step()
         history.append(row)
         t.ranks.check_replicas(t.model, epoch)
-        with t.ranks.agree():  # every rank waits until rank 0 has recorded the epoch (or failed to)
+        with t.ranks.agree(), _recording():  # every rank waits until rank 0 has recorded the epoch
             recorder.record_epoch(epoch, row, history, {
                 "epoch": epoch, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
                 "scheduler": t.scheduler.state_dict(), "rng": rng_state(), "history": history})
@@ -292,7 +343,7 @@ def finish(t: _Training, recorder: Recorder, history: list[dict[str, float]],
     record = t.ranks.from_main(lambda: run_record(
         t.spec, t.seed, runtime=runtime_choices(t.spec, t.runtime), provenance=provenance,
         transfer_tags=t.transfer_tags, split_sizes={"train": len(t.train_split), "test": len(t.test_split)}))
-    with t.ranks.agree():
+    with t.ranks.agree(), _recording():
         recorder.record_final(summary, {
             "spec": t.spec.to_plain(), "seed": t.seed,
             "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
@@ -353,14 +404,60 @@ def _on_device(data: ImageData, split: Split, split_name: str, tasks: list[Task]
     return SplitTensors(split.images.to(runtime.device), classes)
 
 
-@contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM raises `Interrupted` (like Ctrl-C raises KeyboardInterrupt) so cleanup runs."""
-    def handler(signum, frame):
+class _SignalGuard:
+    """SIGTERM and Ctrl-C as one `Interrupted`, raised where it cannot corrupt a record.
+
+    The first signal raises `Interrupted` so cleanup runs; later ones are ignored, so a quick second
+    signal cannot abort the cleanup and leave the MLflow run RUNNING. Inside `recording()` (a write to the
+    run folder or MLflow) the signal waits until the write is done: raised inside MLflow or SQLAlchemy,
+    whose `except Exception` blocks wrap it, it would end the run FAILED with a foreign error.
+    """
+
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self.raised = False
+        self.depth = 0
+
+    def handler(self, signum: int, frame: object) -> None:
+        if self.raised:
+            return
+        if self.depth:
+            self.pending = signum
+            return
+        self.raised = True
         raise Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending is not None and not self.raised:
+            self.raised = True
+            raise Interrupted(self.pending)
+
+
+_GUARDS: list[_SignalGuard] = []
+
+
+def _recording() -> Any:
+    """Defer a signal until the write inside this block is done (no-op outside `_signals_raise`)."""
+    import contextlib
+
+    return _GUARDS[-1].recording() if _GUARDS else contextlib.nullcontext()
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """Install `_SignalGuard` for SIGTERM and SIGINT for the duration of the block."""
+    guard = _SignalGuard()
+    previous = {sig: signal.signal(sig, guard.handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _GUARDS.append(guard)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _GUARDS.remove(guard)
+        for sig, old in previous.items():
+            signal.signal(sig, old)

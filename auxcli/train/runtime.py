@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from auxcli.errors import Problem, SpecError
+
 if TYPE_CHECKING:
     from auxcli.spec import RuntimeSpec
 
@@ -108,16 +110,35 @@ def compile_mode_auto(device_type: str) -> str:
     return "reduce-overhead" if device_type == "cuda" else "default"
 
 
+def device_problem(device: str) -> str | None:
+    """Why `runtime.device` cannot be used on this machine (None when it can): `cuda` without a CUDA
+    device, `cuda:N` beyond the devices there, `mps` without Apple's Metal backend."""
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.partition(":")[2] or 0)
+        if count == 0:
+            return f"{device!r} was asked for, but torch sees no CUDA device here"
+        if index >= count:
+            return f"{device!r} was asked for, but torch sees {count} CUDA device(s) (cuda:0..cuda:{count - 1})"
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return "'mps' was asked for, but the Metal (MPS) backend is not available here"
+    return None
+
+
+def check_devices(specs: list[tuple[object, object]]) -> None:
+    """`SpecError` naming each (file, spec) whose `runtime.device` this machine lacks, before anything runs."""
+    problems = [Problem(str(file), None, None, "runtime.device", problem, "auto or cpu on this machine")
+                for file, spec in specs if (problem := device_problem(spec.runtime.device))]
+    if problems:
+        raise SpecError(problems)
+
+
 def _check_available(device: torch.device) -> None:
     from auxcli.errors import DeviceError
 
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
-        raise DeviceError(f"runtime.device: {device} is not available here ({found}); allowed: auto, cpu"
-                          + (", cuda:0 .. cuda:" + str(torch.cuda.device_count() - 1) if torch.cuda.is_available()
-                             else "") + ".")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"runtime.device: {device} is not available here; allowed: auto, cpu.")
+    problem = device_problem(str(device))
+    if problem:
+        raise DeviceError(f"runtime.device: {problem}; allowed: auto, cpu.")
 
 
 def resolve_runtime(spec: RuntimeSpec, backbone: str | None = None) -> Runtime:
