@@ -4,7 +4,7 @@ The field names are a contract (specs, `--set` overrides, MLflow params and the 
 add fields freely, never rename one. Structural checks live on the models; the rules that tie fields
 together are in `cross_field_problems`, which names the field each problem belongs to.
 
-Defaults follow the study (../shared/docs/paper.md, "Training recipe"): 300 epochs, batch 128,
+Defaults follow the study (docs/study.md, "Training recipe"): 300 epochs, batch 128,
 SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at epochs 150 and 225,
 pad-4 random crop and horizontal flip.
 """
@@ -22,31 +22,45 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # use_attribute_docstrings: the string under each field is its description in the JSON Schema.
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
 
 
 class SyntheticSpec(Section):
     """Size of the generated CIFAR-100-format archive (dataset: synthetic only)."""
 
     train_per_class: PositiveInt = 20
+    """Generated training images per class (100 classes)."""
     test_per_class: PositiveInt = 5
+    """Generated test images per class."""
     seed: NonNegativeInt = 0
+    """Fixes every generated pixel: same seed and sizes, same files."""
 
 
 class DataSpec(Section):
     dataset: Literal["cifar100", "cifar10", "synthetic"] = "cifar100"
+    """cifar100 (the study), cifar10, or a generated CIFAR-100-format archive (synthetic)."""
     root: str = "data"  # holds cifar-100-python/ (or cifar-10-batches-py/, synthetic/cifar-100-python/)
+    """Folder that holds cifar-100-python/ (cifar-10-batches-py/, or synthetic/.../cifar-100-python/)."""
     download: bool = True  # synthetic: generated on first use instead
+    """Download the official archive when it is missing (synthetic: generate it instead)."""
     random_label_seed: NonNegativeInt = 0  # fixes the 'random' label set for every run that uses it
+    """Fixes the 'random' label set, so every run that uses it sees the same labels."""
     subset: PositiveInt | None = None  # first N training images per class
+    """Keep only the first N training images of each class (null: all of them)."""
     synthetic: SyntheticSpec = SyntheticSpec()
+    """Size and seed of the generated archive (dataset: synthetic only)."""
 
 
 class ModelSpec(Section):
     backbone: Literal["resnet", "pyramidnet", "linear"] = "resnet"
+    """Feature extractor: CIFAR ResNet, additive PyramidNet, or a linear model on raw pixels."""
     depth: PositiveInt | None = 110  # resnet: 6n+2; pyramidnet (basic blocks): 6n+2; linear: none
+    """Layers, 6n+2 (8, 14, 20, ..., 110) for resnet and pyramidnet; null for linear."""
     alpha: PositiveFloat | None = None  # pyramidnet widening factor (270 in the study)
+    """PyramidNet widening factor: channels added over the whole network (270 in the study)."""
     base_width: PositiveInt = 16  # channels of the first stage (16 in both papers)
+    """Channels of the first stage (16 in both papers)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -62,35 +76,48 @@ class LabelsetAux(Section):
     """A second classification head on another label set."""
 
     kind: Literal["labelset"]
+    """labelset: a second classification head on another label set."""
     labels: LabelSet
+    """The auxiliary head's label set (not the main head's)."""
     weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
 
 
 class CropAux(Section):
     """Classify which of the 3x3 blocks of the 9x9 crop-offset grid the crop came from."""
 
     kind: Literal["crop"]
+    """crop: classify the crop offset's 3x3 block."""
     labels: None = None
+    """Not used by this task (null)."""
     weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
     # sampled: the study's label, the sampled offset even when the image is then flipped;
     # visible: mirror the horizontal block of flipped images so the label matches what is seen.
     crop_label: Literal["sampled", "visible"] = "sampled"
+    """sampled: the offset as drawn (the study); visible: mirrored for flipped images, as seen."""
 
 
 class CutoutAux(Section):
     """Segment the pixels that Cutout set to zero."""
 
     kind: Literal["cutout"]
+    """cutout: segment the pixels Cutout set to zero (2 classes)."""
     labels: None = None
+    """Not used by this task (null)."""
     weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
 
 
 class RicapAux(Section):
     """Segment which of RICAP's four source images each pixel came from."""
 
     kind: Literal["ricap"]
+    """ricap: segment which of RICAP's four source images each pixel came from (4 classes)."""
     labels: None = None
+    """Not used by this task (null)."""
     weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
 
 
 AuxSpec = Annotated[LabelsetAux | CropAux | CutoutAux | RicapAux, Field(discriminator="kind")]
@@ -99,73 +126,137 @@ AUX_KINDS: tuple[str, ...] = ("labelset", "crop", "cutout", "ricap")
 
 class TaskSpec(Section):
     labels: Literal["gt", "superclass", "random", "none"] = "gt"  # none: the aux task alone
+    """Label set of the main classification head; none trains the auxiliary task alone."""
     aux: AuxSpec | None = None
+    """The auxiliary (pretext) task and its head; null for plain classification."""
 
 
 class CropAug(Section):
     padding: NonNegativeInt = 4
+    """Zero padding in pixels on each side before the random 32x32 crop (4 in the study)."""
 
 
 class CutoutAug(Section):
     size: PositiveInt = 16
+    """Side in pixels of the square Cutout sets to zero (16 for CIFAR-100 in the Cutout paper)."""
 
 
 class RicapAug(Section):
     beta: PositiveFloat = 0.3
+    """Beta(beta, beta) distribution of RICAP's boundary position (0.3 in the RICAP paper)."""
     keep_off_edges: bool = False  # keep the boundary >= 1 px inside, so all four images show
+    """Keep the boundary at least 1 pixel inside the image, so all four sources show."""
 
 
 class AugmentSpec(Section):
     crop: CropAug | None = CropAug()
+    """Pad-and-crop augmentation; null turns it off."""
     flip: bool = True
+    """Random horizontal flip with probability 0.5."""
     cutout: CutoutAug | None = None
+    """Cutout augmentation (DeVries and Taylor 2017); null: off."""
     ricap: RicapAug | None = None
+    """RICAP augmentation (Takahashi et al. 2018); null: off."""
 
 
 class TrainSpec(Section):
     epochs: PositiveInt = 300
+    """Training epochs (300 in the study)."""
     batch_size: PositiveInt = 128
+    """Training images per step (128 in the study)."""
     lr: PositiveFloat = 0.1
+    """Initial learning rate of SGD (0.1 in the study)."""
     momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD momentum (0.9 in the study)."""
     nesterov: bool = True
+    """Nesterov momentum (on in the study)."""
     weight_decay: float = Field(1.0e-4, ge=0)
-    milestones: list[PositiveInt] = [150, 225]
+    """L2 weight decay (1e-4 in the study)."""
+    milestones: list[PositiveInt] = [150, 225]  # filled in from epochs when not given (below)
+    """Epochs after which the learning rate is multiplied by gamma. Default: 50% and 75% of train.epochs (150 and 225
+    at 300 epochs, the study's schedule); the resolved spec records the numbers."""
     gamma: PositiveFloat = 0.1
+    """Learning-rate factor at each milestone (0.1: divided by 10)."""
     eval_batch_size: PositiveInt = 1000
+    """Images per step when evaluating (no effect on the numbers)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _milestones_follow_epochs(cls, data: Any) -> Any:
+        # The study's schedule is relative: lr / 10 at 50% and 75% of training. Filling the numbers in
+        # here puts them in the resolved spec, so what ran is on record (and 300 epochs gives 150, 225).
+        if isinstance(data, dict) and data.get("milestones") is None:
+            epochs = data.get("epochs", 300)
+            if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0:
+                data = {**data, "milestones": default_milestones(epochs)}
+        return data
+
+
+def default_milestones(epochs: int) -> list[int]:
+    """The study's step schedule relative to `epochs`: 50% and 75% (150 and 225 of 300), rounded down;
+    milestones that fall on epoch 0, repeat, or reach the last epoch are dropped (epochs 2 -> [1])."""
+    marks = [epochs // 2, epochs * 3 // 4]
+    return sorted({m for m in marks if 0 < m < epochs})
 
 
 class TransferSpec(Section):
     from_: str = Field(alias="from", min_length=1)  # spec name | checkpoint path | mlflow run id | init
+    """Where the backbone comes from: a spec name, a checkpoint path, an MLflow run id (runs:/<id>) or init (untrained
+    weights)."""
     mode: Literal["linear", "finetune"]
+    """linear: train a fresh head on frozen features (linear probe); finetune: train everything."""
     bn: Literal["frozen", "train"] = "frozen"  # linear only: BatchNorm statistics frozen or updated
+    """Linear probe only: BatchNorm statistics frozen or updated on the new labels."""
 
 
 class RuntimeSpec(Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    """auto (CUDA if available, else MPS, else CPU), cpu, cuda, cuda:N or mps."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; or bf16."""
     compile: bool = False
+    """torch.compile the model (slower start, faster steps on GPUs)."""
     deterministic: bool = False
+    """Deterministic kernels: bit-identical reruns and resumes, at some speed cost."""
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
+    """Memory format of images and weights; auto: on for CUDA."""
     threads: PositiveInt | None = None  # torch.set_num_threads; None leaves torch's default
+    """CPU threads torch may use (torch.set_num_threads); null leaves torch's default."""
     runs_dir: str = "runs"  # run folders are <runs_dir>/<name>/seed-<k>/
+    """Folder of the run folders, <runs_dir>/<name>/seed-<k>/."""
+    system_metrics: bool = False
+    """Log CPU, memory, disk, network and (with pynvml) GPU use to MLflow as system/* metrics while
+    training (MLflow's system metrics monitor, one sample every 10 s)."""
 
 
 class TrackingSpec(Section):
     uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    """MLflow tracking URI; null: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db."""
     experiment: str = Field("auxcli", min_length=1)
+    """MLflow experiment the runs are recorded in."""
 
 
 class Spec(Section):
     name: str = Field(pattern=NAME_PATTERN)
+    """Names the run folder and the MLflow runs (<name>-s<seed>); unique within a suite."""
     seeds: list[NonNegativeInt] = Field(default=[0], min_length=1)
+    """One run per seed; the report averages over them."""
     data: DataSpec = DataSpec()
+    """The data set."""
     model: ModelSpec = ModelSpec()
+    """The backbone."""
     task: TaskSpec = TaskSpec()
+    """Main and auxiliary tasks."""
     augment: AugmentSpec = AugmentSpec()
+    """Training augmentation, applied in the order crop, flip, cutout, ricap."""
     train: TrainSpec = TrainSpec()
+    """Optimizer and schedule (defaults: the study's recipe)."""
     transfer: TransferSpec | None = None
+    """Start from another model's backbone (linear probe or fine-tune); null: train from scratch."""
     runtime: RuntimeSpec = RuntimeSpec()
+    """Where and how the run executes; no effect on what is trained."""
     tracking: TrackingSpec = TrackingSpec()
+    """Where the runs are recorded in MLflow."""
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Spec:
