@@ -27,10 +27,39 @@ class _Group(TyperGroup):
             raise typer.Exit(exc.exit_code) from None
 
 
-app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=True, context_settings=HELP_OPTIONS,
                   help="Declarative image-classification experiments with auxiliary tasks.")
-data_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Create and check data sets.")
+data_app = typer.Typer(cls=_Group, no_args_is_help=True, context_settings=HELP_OPTIONS,
+                       help="Create and check data sets.")
 app.add_typer(data_app, name="data")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"auxcli {version('auxcli')}")
+        except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+            from auxcli import __version__
+
+            typer.echo(f"auxcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _common(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="Say more: -v details, -vv debug logs.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and results: no progress.")] = False,
+) -> None:
+    """Declarative image-classification experiments with auxiliary tasks."""
+    from auxcli.console import set_verbosity
+
+    set_verbosity(-1 if quiet else verbose)
 
 SetOption = Annotated[
     list[str] | None,
@@ -42,13 +71,13 @@ SpecPaths = Annotated[list[Path], typer.Argument(help="Spec files or directories
 @app.command()
 def validate(paths: SpecPaths, set_: SetOption = None) -> None:
     """Validate specs: `ok` per file, or one line per problem (exit code 2)."""
-    from auxcli.specfile import load_spec
+    from auxcli.sweep import load_grid
 
     files = _spec_files(paths)
     failed = False
     for file in files:
         try:
-            load_spec(file, set_ or ())
+            load_grid([file], set_ or ())  # every point of a sweep
             typer.echo(f"ok {file}")
         except SpecError as exc:
             failed = True
@@ -70,24 +99,39 @@ def schema(out: Annotated[Path | None, typer.Option(help="Write here instead of 
         typer.echo(f"wrote {out}")
 
 
+@app.command()
+def show(
+    paths: SpecPaths,
+    set_: SetOption = None,
+    params: Annotated[Path | None, typer.Option(
+        help="A YAML mapping of overrides applied before --set (DVC's params.yaml).")] = None,
+) -> None:
+    """Print each spec as resolved (bases merged, overrides and defaults applied): what a run records.
+
+    Like LightningCLI's --print_config or Hydra's --cfg job; several specs or sweep points are separate \
+YAML documents.
+    """
+    from auxcli.specfile import dump_spec, params_overrides
+    from auxcli.sweep import load_grid
+
+    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    _, loaded = load_grid(_spec_files(paths), overrides)
+    typer.echo("---\n".join(f"# {file}\n{dump_spec(spec)}" for file, spec in loaded), nl=False)
+
+
 # ---------------------------------------------------------------------------------------------- plan
 
 @app.command()
 def plan(paths: SpecPaths, set_: SetOption = None) -> None:
     """Print the run order (transfers after their sources) and each seed's status: done, partial, todo."""
     from auxcli.plan import plan_table, run_status
-    from auxcli.specfile import load_spec
+    from auxcli.sweep import load_grid
 
-    files = _spec_files(paths)
-    specs, problems = [], []
-    for file in files:
-        try:
-            specs.append(load_spec(file, set_ or ()))
-        except SpecError as exc:
-            problems += exc.problems
-    if problems:
-        raise SpecError(problems)
-    typer.echo(plan_table(specs, sources=[str(f) for f in files]))
+    grid, loaded = load_grid(_spec_files(paths), set_ or ())
+    if grid.axes:
+        typer.echo(grid.describe())
+    specs = [spec for _, spec in loaded]
+    typer.echo(plan_table(specs, sources=[str(f) for f, _ in loaded]))
     statuses = [run_status(spec, seed) for spec in specs for seed in spec.seeds]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "partial", "todo"))
     typer.echo(f"{len(specs)} specs, {len(statuses)} runs: {counts}")
@@ -102,15 +146,32 @@ def run(
     force: Annotated[bool, typer.Option(help="Retrain runs that already finished.")] = False,
     params: Annotated[Path | None, typer.Option(
         help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say what would run, where it would write and why (todo, done, stale, partial); "
+        "train nothing.")] = False,
 ) -> None:
-    """Train every seed of each spec; several specs run in dependency order (transfers after sources)."""
+    """Train every seed of each spec; several specs run in dependency order (transfers after sources).
+
+    `--set key=a,b` sweeps: one spec per value, named <name>-<key><value>; two swept keys make a grid. \
+A list in brackets (`--set seeds=[0,1]`) is one value.
+    """
     from auxcli.plan import plan_order
-    from auxcli.specfile import load_spec, params_overrides
+    from auxcli.specfile import params_overrides
+    from auxcli.sweep import load_grid
+
+    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    grid, loaded = load_grid(_spec_files(paths), overrides)
+    specs = plan_order([spec for _, spec in loaded], sources=[str(f) for f, _ in loaded])
+    if dry_run:
+        from auxcli.dryrun import dry_run as plan_seeds, format_dry_run
+
+        if grid.axes:
+            typer.echo(grid.describe())
+        typer.echo(format_dry_run(plan_seeds(specs, seeds=[seed] if seed is not None else None, force=force)),
+                   nl=False)
+        return
     from auxcli.train.runner import run_spec
 
-    files = _spec_files(paths)
-    overrides = (params_overrides(params) if params else []) + (set_ or [])
-    specs = plan_order([load_spec(f, overrides) for f in files])
     for spec in specs:
         run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force)
 
