@@ -1,14 +1,14 @@
-"""`auxcli run` for one spec and seed: set up, train with resume, write the run folder, track in MLflow.
+"""`auxcli run` for one spec and seed, in phases: prepare, restore, train, finish.
 
 The loop itself (`loop.py`) is task-agnostic; this module wires the spec to it: data on the device,
-tasks and their heads, optimizer and schedule (the study's recipe), transfer, checkpoints, MLflow.
+tasks and their heads, optimizer and schedule (the study's recipe), transfer and resume. The phases
+compute; every write (run folder, checkpoints, MLflow) goes through a `Recorder` (`record.py`).
 Randomness is derived from (seed, epoch), so a run resumed from `last.pt` continues exactly as an
 uninterrupted one would (bit-identical on CPU with `runtime.deterministic: true`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import signal
 import time
@@ -27,25 +27,16 @@ from auxcli.data.load import load_data
 from auxcli.data.stats import channel_stats
 from auxcli.data.types import ImageData, Split
 from auxcli.errors import AuxcliError, CheckpointError, TrainingDiverged
-from auxcli.gitinfo import git_state
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone
 from auxcli.spec import Spec
-from auxcli.specfile import dump_spec
 from auxcli.tasks import Task, build_tasks
-from auxcli.tracking import RunTracker, flatten
-from auxcli.train.checkpoint import (
-    FINAL_FORMAT,
-    LAST_FORMAT,
-    load_checkpoint,
-    restore_rng_state,
-    rng_state,
-    save_checkpoint,
-)
+from auxcli.train.checkpoint import LAST_FORMAT, load_checkpoint, restore_rng_state, rng_state
 from auxcli.train.loop import SplitTensors, Transform, evaluate, train_epoch
 from auxcli.train.metrics import split_metrics, summary_metrics
 from auxcli.runfolder import RunFolder
 from auxcli.train.progress import Progress, make_progress
+from auxcli.train.record import Recorder, RunRecorder, run_label, spec_sha256
 from auxcli.train.runtime import Runtime, resolve_runtime
 from auxcli.train.transfer import apply_transfer
 
@@ -72,27 +63,63 @@ class RunOutcome:
     run_id: str | None
 
 
-def spec_sha256(spec: Spec) -> str:
-    return hashlib.sha256(dump_spec(spec).encode()).hexdigest()
-
-
 def run_spec(spec: Spec, *, seeds: list[int] | None = None, resume: bool = False,
              force: bool = False) -> list[RunOutcome]:
     return [run_seed(spec, seed, resume=resume, force=force) for seed in (seeds or spec.seeds)]
 
 
 def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False) -> RunOutcome:
+    """One seed, in four phases: prepare (build everything from the spec), restore (from `last.pt`),
+    train (epoch by epoch, recorded after each) and finish (final weights and summary)."""
     folder = RunFolder.of(spec, seed)
-    label = f"{spec.name}-s{seed}"
     if folder.is_finished() and not force:
-        print(f"{label}: complete ({folder.metrics}); use --force to retrain.", flush=True)
-        recorded = folder.read_metrics()
-        return RunOutcome(spec.name, seed, "complete", folder, recorded, recorded.get("mlflow_run_id"))
+        return _already_finished(spec, seed, folder)
     folder.prepare()
     checkpoint = None if force else _load_resumable(folder, spec)
     if resume and checkpoint is None:
-        print(f"{label}: no last.pt to resume from; starting from epoch 1.", flush=True)
+        print(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.", flush=True)
 
+    training = prepare(spec, seed)
+    start = restore(training, checkpoint)
+    recorder = RunRecorder(spec, seed, folder)
+    # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
+    recorder.open(resumed_run_id=start.run_id, history=start.history, tags=training.transfer_tags,
+                  clear_folder=force)
+    summary = _train_and_finish(training, recorder, start)
+    return RunOutcome(spec.name, seed, "finished", folder, summary, recorder.run_id)
+
+
+def _already_finished(spec: Spec, seed: int, folder: RunFolder) -> RunOutcome:
+    print(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.", flush=True)
+    recorded = folder.read_metrics()
+    return RunOutcome(spec.name, seed, "complete", folder, recorded, recorded.get("mlflow_run_id"))
+
+
+# ---------------------------------------------------------------------------------------------- prepare
+
+@dataclass(frozen=True)
+class _Training:
+    """Everything the train and finish phases need, built once per run by `prepare`."""
+
+    spec: Spec
+    seed: int
+    model: Network
+    forward: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # the model, compiled if asked
+    tasks: list[Task]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    train_split: SplitTensors
+    test_split: SplitTensors
+    augment: Transform
+    clean: Transform
+    runtime: Runtime
+    progress: Progress
+    set_train_mode: Callable[[Network], Any]
+    transfer_tags: dict[str, str]
+
+
+def prepare(spec: Spec, seed: int) -> _Training:
+    """Data on the device, tasks and their heads, transfer, optimizer and schedule (the study's recipe)."""
     torch.manual_seed(seed)
     runtime = resolve_runtime(spec.runtime)
     data = load_data(spec.data)
@@ -106,70 +133,21 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
                                 momentum=spec.train.momentum, nesterov=spec.train.nesterov,
                                 weight_decay=spec.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.train.milestones, spec.train.gamma)
-
-    history: list[dict[str, float]] = []
-    start_epoch = 1
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        restore_rng_state(checkpoint["rng"])
-        history = list(checkpoint["history"])
-        start_epoch = checkpoint["epoch"] + 1
-        print(f"{label}: resuming after epoch {checkpoint['epoch']}.", flush=True)
-
-    tracker = RunTracker(spec.tracking.uri, spec.tracking.experiment)
-    if checkpoint is None or not tracker.resume(checkpoint["mlflow_run_id"]):
-        tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(seed), "auxcli.spec_sha256": spec_sha256(spec),
-                **git_state().as_tags(), **(setup.tags if setup else {})}
-        tracker.start(label, tags, flatten(spec.to_plain()))
-        for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-    if force:  # only now that everything is set up: a failed --force leaves the old results alone
-        folder.clear()
-    folder.write_spec(dump_spec(spec))
-
-    train_split = _on_device(data, data.train, "train", tasks, spec, runtime)
-    test_split = _on_device(data, data.test, "test", tasks, spec, runtime)
-    augment = build_train_augment(spec.augment, mean.to(runtime.device), std.to(runtime.device))
-    normalize_only = build_eval_transform(mean.to(runtime.device), std.to(runtime.device))
+    mean, std = mean.to(runtime.device), std.to(runtime.device)
+    normalize_only = build_eval_transform(mean, std)
 
     def clean(images: torch.Tensor, targets: Targets, generator: None) -> tuple[torch.Tensor, Targets]:
         return normalize_only(images), targets
 
-    progress = make_progress(label)
-    training = _Training(
+    return _Training(
         spec=spec, seed=seed, model=model, forward=torch.compile(model) if spec.runtime.compile else model,
-        tasks=tasks, optimizer=optimizer, train_split=train_split, test_split=test_split, augment=augment,
-        clean=clean, runtime=runtime, progress=progress,
-        set_train_mode=setup.set_train_mode if setup else Network.train)
-    status = "FAILED"
-    try:
-        with _signals_raise():
-            for epoch in range(start_epoch, spec.train.epochs + 1):
-                row = _one_epoch(epoch, training)
-                scheduler.step()
-                history.append(row)
-                tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
-                folder.write_history(history)
-                save_checkpoint(folder.last, {
-                    "format": LAST_FORMAT, "epoch": epoch, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state(), "history": history, "mlflow_run_id": tracker.run_id,
-                    "spec_sha256": spec_sha256(spec)})
-            summary = summary_metrics(history)
-            _finish(folder, spec, seed, model, tracker, summary)
-        status = "FINISHED"
-    except Interrupted:
-        status = "KILLED"
-        raise
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise Interrupted(signal.SIGINT) from None
-    finally:
-        progress.close()
-        tracker.end(status)
-    return RunOutcome(spec.name, seed, "finished", folder, summary, tracker.run_id)
+        tasks=tasks, optimizer=optimizer, scheduler=scheduler,
+        train_split=_on_device(data, data.train, "train", tasks, spec, runtime),
+        test_split=_on_device(data, data.test, "test", tasks, spec, runtime),
+        augment=build_train_augment(spec.augment, mean, std), clean=clean, runtime=runtime,
+        progress=make_progress(run_label(spec, seed)),
+        set_train_mode=setup.set_train_mode if setup else Network.train,
+        transfer_tags=setup.tags if setup else {})
 
 
 def build_network(spec: Spec, tasks: list[Task]) -> Network:
@@ -178,23 +156,85 @@ def build_network(spec: Spec, tasks: list[Task]) -> Network:
     return Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
 
 
-@dataclass(frozen=True)
-class _Training:
-    """Everything one epoch needs, set up once per run."""
+# ---------------------------------------------------------------------------------------------- restore
 
-    spec: Spec
-    seed: int
-    model: Network
-    forward: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # the model, compiled if asked
-    tasks: list[Task]
-    optimizer: torch.optim.Optimizer
-    train_split: SplitTensors
-    test_split: SplitTensors
-    augment: Transform
-    clean: Transform
-    runtime: Runtime
-    progress: Progress
-    set_train_mode: Callable[[Network], Any]
+@dataclass(frozen=True)
+class Start:
+    """Where training starts: epoch 1 of a fresh run, or the epoch after `last.pt`'s."""
+
+    epoch: int
+    history: list[dict[str, float]]
+    run_id: str | None  # the MLflow run a resumed checkpoint belongs to
+
+
+def restore(t: _Training, checkpoint: dict[str, Any] | None) -> Start:
+    """Load model, optimizer, schedule and RNG state from `last.pt`, if there is one."""
+    if checkpoint is None:
+        return Start(epoch=1, history=[], run_id=None)
+    t.model.load_state_dict(checkpoint["model"])
+    t.optimizer.load_state_dict(checkpoint["optimizer"])
+    t.scheduler.load_state_dict(checkpoint["scheduler"])
+    restore_rng_state(checkpoint["rng"])
+    print(f"{run_label(t.spec, t.seed)}: resuming after epoch {checkpoint['epoch']}.", flush=True)
+    return Start(epoch=checkpoint["epoch"] + 1, history=list(checkpoint["history"]),
+                 run_id=checkpoint.get("mlflow_run_id"))
+
+
+def _load_resumable(folder: RunFolder, spec: Spec) -> dict[str, Any] | None:
+    if not folder.last.exists():
+        return None
+    checkpoint = load_checkpoint(folder.last, LAST_FORMAT)
+    if checkpoint.get("spec_sha256") != spec_sha256(spec):
+        raise CheckpointError(f"{folder.last} was written by a different version of spec '{spec.name}'; "
+                              "resuming would mix two experiments. Re-run with --force to start over.")
+    return checkpoint
+
+
+# ---------------------------------------------------------------------------------------------- train, finish
+
+def _train_and_finish(t: _Training, recorder: Recorder, start: Start) -> dict[str, float]:
+    """Train and finish under signal handling; the MLflow run always ends FINISHED, FAILED or KILLED."""
+    status = "FAILED"
+    try:
+        with _signals_raise():
+            history = train(t, recorder, start)
+            summary = finish(t, recorder, history)
+        status = "FINISHED"
+    except Interrupted:
+        status = "KILLED"
+        raise
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        t.progress.close()
+        recorder.close(status)
+    return summary
+
+
+def train(t: _Training, recorder: Recorder, start: Start) -> list[dict[str, float]]:
+    """The remaining epochs; each is recorded (metrics, history, `last.pt`) before the next starts."""
+    history = list(start.history)
+    for epoch in range(start.epoch, t.spec.train.epochs + 1):
+        row = _one_epoch(epoch, t)
+        t.scheduler.step()
+        history.append(row)
+        recorder.record_epoch(epoch, row, history, {
+            "epoch": epoch, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+            "scheduler": t.scheduler.state_dict(), "rng": rng_state(), "history": history})
+    return history
+
+
+def finish(t: _Training, recorder: Recorder, history: list[dict[str, float]]) -> dict[str, float]:
+    """The summary metrics and the weights transfers load (`final.pt`: extractor and heads, on the CPU)."""
+    summary = summary_metrics(history)
+    model = t.model
+    recorder.record_final(summary, {
+        "spec": t.spec.to_plain(), "seed": t.seed,
+        "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
+        "heads": {name: {k: v.detach().cpu() for k, v in head.state_dict().items()}
+                  for name, head in model.heads.items()}})
+    return summary
 
 
 def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
@@ -232,30 +272,6 @@ def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
                images_per_second=len(t.train_split) / max(train_seconds, 1e-9))
     t.progress.end_epoch(epoch, spec.train.epochs, row)
     return row
-
-
-def _finish(folder: RunFolder, spec: Spec, seed: int, model: Network, tracker: RunTracker,
-            summary: dict[str, float]) -> None:
-    save_checkpoint(folder.final, {
-        "format": FINAL_FORMAT, "spec": spec.to_plain(), "seed": seed,
-        "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
-        "heads": {name: {k: v.detach().cpu() for k, v in head.state_dict().items()}
-                  for name, head in model.heads.items()},
-        "mlflow_run_id": tracker.run_id})
-    tracker.log_metrics(summary, step=spec.train.epochs)
-    folder.write_metrics({**summary, "mlflow_run_id": tracker.run_id, "spec_name": spec.name, "seed": seed})
-    tracker.log_artifacts([folder.spec, folder.history, folder.metrics])
-    tracker.log_artifacts([folder.final], subdir="model")
-
-
-def _load_resumable(folder: RunFolder, spec: Spec) -> dict[str, Any] | None:
-    if not folder.last.exists():
-        return None
-    checkpoint = load_checkpoint(folder.last, LAST_FORMAT)
-    if checkpoint.get("spec_sha256") != spec_sha256(spec):
-        raise CheckpointError(f"{folder.last} was written by a different version of spec '{spec.name}'; "
-                              "resuming would mix two experiments. Re-run with --force to start over.")
-    return checkpoint
 
 
 def _on_device(data: ImageData, split: Split, split_name: str, tasks: list[Task], spec: Spec,
