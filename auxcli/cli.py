@@ -265,7 +265,8 @@ A row without runs shows `-` and the `auxcli run` command that fills it; specs o
 one generic row each. Text and latex show %, csv and json fractions.
 
     --plots writes PNGs to --out (default reports/) and logs them, with report.json, to a new MLflow run \
-named `auxcli-report` tagged `auxcli.report=true` in the same experiment; reports leave such runs out.
+named `auxcli-report` tagged `auxcli.report=true` in the experiment `<experiment>-reports`, out of the \
+training runs' charts.
     """
     from auxcli.report import make_report
 

@@ -304,3 +304,17 @@ def download_final_checkpoint(uri: str | None, run_id: str, target: Path) -> Pat
                                        tracking_uri=resolve_tracking_uri(uri)))
     except Exception:
         return None
+
+
+def where_message(tracker: RunTracker, label: str, folder: Path, run_id: str) -> str:
+    """Where a finished run is, and the command that opens it in the MLflow UI."""
+    from auxcli.report.collect import display_uri
+
+    uri = tracker.uri
+    lines = [f"{label}: run folder {folder}", f"  MLflow run {run_id} in {display_uri(uri)}"]
+    if uri.startswith(("http://", "https://")):
+        lines.append(f"  open: {ui_url(uri, tracker.experiment_id, run_id)}")
+    else:
+        command = "auxcli ui" + ("" if uri == resolve_tracking_uri(None) else f" --tracking-uri {uri}")
+        lines.append(f"  open: {command}   then {ui_url('http://127.0.0.1:5000', tracker.experiment_id, run_id)}")
+    return "\n".join(lines)

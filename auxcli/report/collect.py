@@ -17,6 +17,8 @@ from auxcli.errors import TrackingError
 
 REPORT_TAG = "auxcli.report"
 REPORT_RUN_NAME = "auxcli-report"
+REPORTS_SUFFIX = "-reports"  # report runs live in <experiment>-reports, out of the training runs' charts
+PARENT_TAG = "auxcli.parent"  # as auxcli.tracking.PARENT_TAG
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ class RunRecord:
     @property
     def is_report(self) -> bool:
         return self.tags.get(REPORT_TAG, "").lower() == "true"
+
+    @property
+    def is_spec_parent(self) -> bool:
+        """A spec's parent run (seeds' aggregates, no `auxcli.seed`): never one of the seeds' runs."""
+        return self.tags.get(PARENT_TAG, "").lower() == "true"
 
 
 class Store:
@@ -83,10 +90,15 @@ class Store:
         return out
 
     def log_report(self, files: list[Path]) -> str:
-        """A fresh run `auxcli-report` (tag auxcli.report=true, left out of every aggregate) holding
-        the figures (`figures/`) and renderings (`report/`); returns its id."""
-        run = self._call("create the report run", self.client.create_run, self.experiment_id,
-                         run_name=REPORT_RUN_NAME, tags={REPORT_TAG: "true"})
+        """A fresh run `auxcli-report` (tag auxcli.report=true) holding the figures (`figures/`) and
+        renderings (`report/`), in the experiment `<experiment>-reports` so that it never shows in the
+        training runs' charts and tables; returns its id."""
+        from auxcli.tracking import ensure_experiment
+
+        experiment_id = self._call("create the reports experiment", ensure_experiment, self.client,
+                                   self.experiment + REPORTS_SUFFIX)
+        run = self._call("create the report run", self.client.create_run, experiment_id,
+                         run_name=REPORT_RUN_NAME, tags={REPORT_TAG: "true", "auxcli.experiment": self.experiment})
         run_id = run.info.run_id
         status = "FAILED"
         try:

@@ -9,14 +9,17 @@ at the end: `final.pt`, summary metrics, `metrics.json`, artifacts), and a proce
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from auxcli import console
 from auxcli.gitinfo import git_state
+from auxcli.lineage import DataIdentity, command_line, data_identity, run_description, source_tags
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.specfile import dump_spec
-from auxcli.tracking import RunTracker, flatten
+from auxcli.tracking import RunTracker, flatten, where_message
 from auxcli.train.checkpoint import FINAL_FORMAT, LAST_FORMAT, save_checkpoint
 
 
@@ -50,6 +53,8 @@ class RunRecorder:
         self.spec, self.seed, self.folder = spec, seed, folder
         self.tracker: RunTracker | None = None
         self.run_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.model_id: str | None = None  # the final weights' logged model, once recorded
 
     def open(self, *, resumed_run_id: str | None, history: list[dict[str, float]], tags: dict[str, str],
              clear_folder: bool) -> str | None:
@@ -58,12 +63,25 @@ class RunRecorder:
         spec = self.spec
         tracker = RunTracker(spec.tracking.uri, spec.tracking.experiment)
         self.tracker = tracker
+        git, command, sha = git_state(), command_line(), spec_sha256(spec)
+        standard = source_tags(git, command)
+        params = flatten(spec.to_plain())
+        # One parent run per spec (seeds nested under it), keyed by the resolved spec.
+        self.parent_run_id = tracker.spec_parent(spec.name, sha, {**standard, **git.as_tags()}, params)
         if resumed_run_id is None or not tracker.resume(resumed_run_id):
             all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
-                        "auxcli.spec_sha256": spec_sha256(spec), **git_state().as_tags(), **tags}
-            tracker.start(run_label(spec, self.seed), all_tags, flatten(spec.to_plain()))
+                        "auxcli.spec_sha256": sha, **git.as_tags(), **standard, **tags}
+            tracker.start(run_label(spec, self.seed), all_tags, params, parent_run_id=self.parent_run_id)
             for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
                 tracker.log_metrics(_epoch_metrics(row), step=int(row["epoch"]))
+            data = _data_identity(spec)
+            if data is not None:
+                tracker.log_dataset(data.name, data.digest, data.source, profile=data.profile)
+            source_link = self._link_transfer_source(tags.get("auxcli.transfer.source_run_id"))
+            tracker.describe(run_description(spec, self.seed, command=command, git=git, data=data,
+                                             spec_text=dump_spec(spec), source_link=source_link))
+        if spec.runtime.system_metrics:
+            tracker.start_system_metrics()
         self.run_id = tracker.run_id
         if clear_folder:
             self.folder.clear()
@@ -87,11 +105,47 @@ class RunRecorder:
                               "seed": self.seed})
         self.tracker.log_artifacts([folder.spec, folder.history, folder.metrics])
         self.tracker.log_artifacts([Path(folder.final)], subdir="model")
+        # The final weights as a logged model ("Models" in the UI, `models:/<id>` for the registry).
+        self.model_id = self.tracker.log_model(self.spec.name, [folder.final, folder.spec], summary,
+                                               step=self.spec.train.epochs)
 
     def close(self, status: str) -> None:
-        if self.tracker is not None:
-            self.tracker.end(status)
+        if self.tracker is None:
+            return
+        self.tracker.end(status)
+        if self.parent_run_id is not None:
+            if status == "FINISHED":
+                self.tracker.update_parent(self.parent_run_id, self.spec.seeds)
+            else:  # the spec is not complete: the parent says why
+                self.tracker.client.set_terminated(self.parent_run_id, status=status)
+        if status == "FINISHED" and self.run_id is not None:
+            console.result(where_message(self.tracker, run_label(self.spec, self.seed), self.folder.root,
+                                         self.run_id))
+
+    def _link_transfer_source(self, source_run_id: str | None) -> str | None:
+        """A markdown link to the transfer's source run, whose logged model becomes this run's input."""
+        if not source_run_id or source_run_id in ("none", "unknown") or self.tracker is None:
+            return None
+        try:
+            source = self.tracker.client.get_run(source_run_id)
+        except Exception:  # a source recorded in another store: the tags still name it
+            return None
+        for output in source.outputs.model_outputs if source.outputs else []:
+            self.tracker.log_model_input(output.model_id)
+        name = source.info.run_name or source_run_id
+        return f"[{name}](#/experiments/{source.info.experiment_id}/runs/{source_run_id})"
 
 
 def _epoch_metrics(row: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in row.items() if key != "epoch"}
+
+
+def _data_identity(spec: Spec) -> DataIdentity | None:
+    """The data set's identity for the dataset input; None (and a warning) if its files cannot say."""
+    from auxcli.errors import DataError
+
+    try:
+        return data_identity(spec.data)
+    except (OSError, KeyError, ValueError, DataError) as exc:
+        logging.getLogger(__name__).warning("no dataset input recorded: %s", exc)
+        return None

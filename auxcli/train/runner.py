@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from auxcli import console
 from auxcli.augment.targets import Targets
 from auxcli.augment.pipeline import build_eval_transform, build_train_augment
 from auxcli.data.batches import epoch_permutation, epoch_seed
@@ -77,7 +78,7 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
     folder.prepare()
     checkpoint = None if force else _load_resumable(folder, spec)
     if resume and checkpoint is None:
-        print(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.", flush=True)
+        console.info(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.")
 
     training = prepare(spec, seed)
     start = restore(training, checkpoint)
@@ -90,7 +91,7 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
 
 
 def _already_finished(spec: Spec, seed: int, folder: RunFolder) -> RunOutcome:
-    print(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.", flush=True)
+    console.info(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.")
     recorded = folder.read_metrics()
     return RunOutcome(spec.name, seed, "complete", folder, recorded, recorded.get("mlflow_run_id"))
 
@@ -175,7 +176,7 @@ def restore(t: _Training, checkpoint: dict[str, Any] | None) -> Start:
     t.optimizer.load_state_dict(checkpoint["optimizer"])
     t.scheduler.load_state_dict(checkpoint["scheduler"])
     restore_rng_state(checkpoint["rng"])
-    print(f"{run_label(t.spec, t.seed)}: resuming after epoch {checkpoint['epoch']}.", flush=True)
+    console.info(f"{run_label(t.spec, t.seed)}: resuming after epoch {checkpoint['epoch']}.")
     return Start(epoch=checkpoint["epoch"] + 1, history=list(checkpoint["history"]),
                  run_id=checkpoint.get("mlflow_run_id"))
 
