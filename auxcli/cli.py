@@ -286,13 +286,22 @@ def ui(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5000,
     host: Annotated[str, typer.Option(
         help="Interface to bind; 127.0.0.1 keeps the UI local to this machine.")] = "127.0.0.1",
+    experiment: Annotated[str, typer.Option(help="The experiment to link to (specs' tracking.experiment).")]
+    = "auxcli",
 ) -> None:
-    """Start the MLflow UI (`mlflow server`) on the runs' store; Ctrl-C stops it."""
+    """Start the MLflow UI (`mlflow server`) on the runs' store and print a link to the experiment's runs;
+    Ctrl-C stops it."""
     from auxcli.tracking import resolve_tracking_uri
-    from auxcli.ui import serve_ui
+    from auxcli.ui import experiment_link, serve_ui
 
     uri = resolve_tracking_uri(tracking_uri)
-    serve_ui(uri, host, port, on_ready=lambda url: typer.echo(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)"))
+
+    def ready(url: str) -> None:
+        typer.echo(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)")
+        link = experiment_link(uri, experiment, url)
+        typer.echo(f"runs of experiment {experiment!r}: {link}" if link else f"no experiment {experiment!r} yet")
+
+    serve_ui(uri, host, port, on_ready=ready)
     typer.echo("stopped")
 
 

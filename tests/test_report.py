@@ -23,7 +23,7 @@ from auxcli.report.paper import TABLES, match_key
 from auxcli.report.render import FORMATS, render
 from auxcli.report.tables import SpecRef, build_report
 
-PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "docs" / "paper.md"
+STUDY_MD = Path(__file__).resolve().parents[1] / "docs" / "study.md"  # the study, in the repository
 
 
 def invoke(*args: object):
@@ -57,9 +57,8 @@ def test_paper_numbers_are_the_studys():
     assert [c.metric for c in TABLES[3].columns] == ["final_train_aux_acc"]  # Table 4: the aux task alone
 
 
-@pytest.mark.skipif(not PAPER_MD.is_file(), reason="docs/paper.md is not beside the checkout")
-def test_paper_numbers_match_paper_md_table_by_table():
-    text = PAPER_MD.read_text(encoding="utf-8")
+def test_paper_numbers_match_study_md_table_by_table():
+    text = STUDY_MD.read_text(encoding="utf-8")
     sections = re.split(r"^Table (\d):", text, flags=re.MULTILINE)
     found = {f"table{sections[i]}": sections[i + 1] for i in range(1, len(sections), 2)}
     for tb in TABLES:
@@ -277,6 +276,8 @@ def search_runs(root: Path):
         runs = mlflow.search_runs(experiment_names=["auxcli"])
     finally:
         mlflow.set_tracking_uri(None)
+    if "tags.auxcli.parent" in runs:  # a spec's parent run holds its seeds' aggregates, not a seed
+        runs = runs[runs["tags.auxcli.parent"].ne("true")]
     return runs[runs["tags.auxcli.report"].ne("true")] if "tags.auxcli.report" in runs else runs
 
 
@@ -373,10 +374,16 @@ def test_out_writes_the_rendering_and_plots_write_pngs_logged_to_a_report_run(in
     assert after["tables"] == before["tables"] and after["generic"] == before["generic"]
 
 
+def experiment_id_of(root: Path, name: str = "auxcli") -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_experiment_by_name(name).experiment_id
+
+
 @pytest.mark.slow
 def test_ui_serves_the_runs_on_a_loopback_port_until_interrupted(in_store):
     from auxcli.tracking import resolve_tracking_uri
-    from auxcli.ui import serve_ui
+    from auxcli.ui import experiment_link, serve_ui
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -387,7 +394,10 @@ def test_ui_serves_the_runs_on_a_loopback_port_until_interrupted(in_store):
         seen["url"] = url
         with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=auxcli",
                                     timeout=30) as resp:
-            experiment_id = json.load(resp)["experiment"]["experiment_id"]
+            found = json.load(resp)["experiment"]
+        experiment_id = found["experiment_id"]
+        seen["kind"] = {t["key"]: t["value"] for t in found.get("tags", [])}.get("mlflow.experimentKind")
+        seen["link"] = experiment_link(resolve_tracking_uri(None), "auxcli", url)
         request = urllib.request.Request(
             f"{url}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
             data=json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode())
@@ -397,6 +407,9 @@ def test_ui_serves_the_runs_on_a_loopback_port_until_interrupted(in_store):
 
     serve_ui(resolve_tracking_uri(None), "127.0.0.1", port, on_ready)
     assert seen["url"] == f"http://127.0.0.1:{port}"
+    assert seen["kind"] == "custom_model_development"  # MLflow 3's UI: a model-training experiment, not GenAI
+    assert seen["link"] == f"http://127.0.0.1:{port}/#/experiments/{experiment_id_of(in_store)}" \
+        "?workflowType=machine_learning"
     assert {"mini-table1-gt-s0", "mini-table1-gt-s1", "tiny-crop-s0"} <= seen["names"]
     with pytest.raises(ConnectionRefusedError):  # stopped: nothing listens there any more
         socket.create_connection(("127.0.0.1", port), timeout=5).close()

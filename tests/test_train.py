@@ -27,7 +27,8 @@ def invoke(*args: str):
 
 def runs_in_store(workdir, experiment: str = "auxcli"):
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[experiment])
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    return runs[runs["tags.auxcli.seed"].notna()].reset_index(drop=True)  # seeds, not spec parents
 
 
 def final_weights(path) -> dict[str, torch.Tensor]:

@@ -1,7 +1,7 @@
 """Pure aggregation of run records: finished runs grouped by spec name, mean and sample std over seeds.
 
-- Only FINISHED runs count; the study reports complete runs (paper.md, "Reported accuracy is at the final
-  epoch"). Other runs (RUNNING, FAILED, KILLED) are kept aside and counted.
+- Only FINISHED runs count; the study reports complete runs (docs/study.md, "Training recipe": the
+  last epoch's accuracy). Other runs (RUNNING, FAILED, KILLED) are kept aside and counted.
 - One run per (spec, seed): when a seed was run again, the latest finished run counts and the older ones
   are counted as superseded, so a rerun never weighs a seed twice.
 - std is the sample standard deviation (ddof=1), as for Table 5's "mean +- std over 4 runs"; with one
