@@ -19,6 +19,14 @@ from auxcli.errors import AuxcliError, SpecError
 
 
 class _Group(TyperGroup):
+    def make_context(self, info_name, args, parent=None, **extra):
+        if parent is None:  # the top-level command line, as typed: runs record it (auxcli.lineage)
+            import os
+            import shlex
+
+            os.environ["AUXCLI_COMMAND"] = shlex.join(["auxcli", *args])
+        return super().make_context(info_name, args, parent=parent, **extra)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)

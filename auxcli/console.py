@@ -20,6 +20,9 @@ def set_verbosity(level: int) -> None:
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.ERROR if level < 0 else logging.WARNING if level == 0
                                  else logging.INFO if level == 1 else logging.DEBUG)
+    # MLflow sets its own logger to INFO; -q silences its notes, -vv opens its debug output.
+    if level < 0 or level >= 2:
+        logging.getLogger("mlflow").setLevel(logging.ERROR if level < 0 else logging.DEBUG)
 
 
 def verbosity() -> int:

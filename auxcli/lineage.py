@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -21,7 +22,10 @@ from auxcli.spec import DataSpec, Spec
 
 
 def command_line(argv: list[str] | None = None) -> str:
-    """The command as a user would type it again (`auxcli run specs/x.yaml --set ...`)."""
+    """The command as a user would type it again (`auxcli run specs/x.yaml --set ...`): what the CLI put
+    in AUXCLI_COMMAND (inherited by the processes it starts), else this process's arguments."""
+    if argv is None and os.environ.get("AUXCLI_COMMAND"):
+        return os.environ["AUXCLI_COMMAND"]
     args = list(sys.argv if argv is None else argv)
     program = "auxcli" if not args or Path(args[0]).name in ("auxcli", "__main__.py", "-m") else args[0]
     return shlex.join([program, *args[1:]])
