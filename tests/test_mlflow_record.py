@@ -52,9 +52,10 @@ def store(tmp_path_factory):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # default 10 s: longer than these runs
         (root / "tiny.yaml").write_text(SPEC.format(name="tiny"))
-        (root / "probe.yaml").write_text(SPEC.format(name="probe").replace("seeds: [0, 1]", "seeds: [0]")
-                                         + "transfer: {from: tiny, mode: linear}\n"
-                                         + "runtime: {threads: 1, system_metrics: true}\n")
+        (root / "probe.yaml").write_text(
+            SPEC.format(name="probe").replace("seeds: [0, 1]", "seeds: [0]")
+            .replace("runtime: {threads: 1}", "runtime: {threads: 1, system_metrics: true}")
+            + "transfer: {from: tiny, mode: linear}\n")
         (root / ".gitignore").write_text("data/\nruns/\nmlflow.db\nmlartifacts/\n")
         git(root, "init", "-q", "-b", "study")
         git(root, "remote", "add", "origin", REMOTE)
@@ -74,7 +75,7 @@ def runs(client: MlflowClient, **tags: str):
 
 def seed_run(client: MlflowClient, name: str):
     (run,) = [r for r in runs(client) if r.info.run_name == name]
-    return run
+    return client.get_run(run.info.run_id)  # search results leave out model inputs
 
 
 def test_seed_runs_carry_mlflow_source_git_and_user_tags(store):
