@@ -27,6 +27,7 @@ What the MLflow UI and its users expect as well (MLflow 3):
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,7 @@ class RunTracker:
 
         from mlflow.entities import LoggedModelOutput, Metric
 
+        name = re.sub(r"[/:.%\"']", "_", name)  # characters MLflow refuses in model names (spec names allow '.')
         model = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id,
                                                 params={k: str(v)[:6000] for k, v in (params or {}).items()},
                                                 model_type="auxcli")

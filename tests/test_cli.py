@@ -173,3 +173,6 @@ def test_a_2x2_sweep_trains_four_named_points_quietly(workdir, tiny_spec):
     assert all(r.info.status == "FINISHED" for r in seeds)
     metrics = json.loads((workdir / "runs/grid-lr0.05-batch_size32/seed-0/metrics.json").read_text())
     assert metrics["spec_name"] == "grid-lr0.05-batch_size32"
+    models = client.search_logged_models([experiment])
+    assert sorted(m.name for m in models) == ["grid-lr0_05-batch_size32", "grid-lr0_05-batch_size64",
+                                              "grid-lr0_1-batch_size32", "grid-lr0_1-batch_size64"]
