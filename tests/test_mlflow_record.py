@@ -178,3 +178,43 @@ def test_the_experiment_is_a_model_training_experiment_and_the_run_says_where_it
     assert f"probe-s0: run folder {root.joinpath('runs', 'probe', 'seed-0').relative_to(root)}" in output
     assert (f"open: auxcli ui   then http://127.0.0.1:5000/#/experiments/{experiment.experiment_id}/runs/{run_id}"
             "?workflowType=machine_learning") in output
+
+
+# ---------------------------------------------------------------------------------------------- pure parts
+
+def test_seed_aggregates_are_mean_and_sample_std_of_summary_metrics_only():
+    from auxcli.tracking import seed_aggregates
+
+    got = seed_aggregates([{"final_test_acc": 0.5, "best_epoch": 3, "test_acc": 0.1},
+                           {"final_test_acc": 0.7, "best_epoch": 5},
+                           {"final_test_acc": float("nan")}])
+    assert got["final_test_acc"] == pytest.approx(0.6) and got["final_test_acc_std"] == pytest.approx(0.1414213562)
+    assert got["seeds_finished"] == 3 and "test_acc" not in got  # per-epoch metrics are not summaries
+    assert got["best_epoch"] == 4 and got["best_epoch_std"] == pytest.approx(1.4142135624)
+    assert seed_aggregates([{"best_test_acc": 0.4}]) == {"seeds_finished": 1, "best_test_acc": 0.4,
+                                                         "best_test_acc_std": 0.0}
+    assert seed_aggregates([]) == {}
+
+
+def test_ui_links_open_runs_as_model_training():
+    from auxcli.tracking import ui_url
+
+    assert ui_url("http://h:5000/", "3") == "http://h:5000/#/experiments/3?workflowType=machine_learning"
+    assert ui_url("http://h:5000", "3", "abc") == "http://h:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+
+
+def test_cifar_identity_comes_from_the_official_md5s_without_reading_files(tmp_path):
+    first = data_identity(DataSpec(dataset="cifar100", root=str(tmp_path)))
+    assert first.name == "cifar100" and len(first.digest) == 16
+    assert first.source == str((tmp_path / "cifar-100-python").resolve())
+    assert data_identity(DataSpec(dataset="cifar100", root="elsewhere")).digest == first.digest  # files, not paths
+    assert data_identity(DataSpec(dataset="cifar10", root=str(tmp_path))).digest != first.digest
+
+
+def test_the_command_line_is_recorded_as_typed(monkeypatch):
+    from auxcli.lineage import command_line
+
+    monkeypatch.setenv("AUXCLI_COMMAND", "auxcli run 'my spec.yaml'")
+    assert command_line() == "auxcli run 'my spec.yaml'"
+    monkeypatch.delenv("AUXCLI_COMMAND")
+    assert command_line(["/venv/bin/auxcli", "run", "a b.yaml"]) == "auxcli run 'a b.yaml'"

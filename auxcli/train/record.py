@@ -38,6 +38,27 @@ class Recorder(Protocol):
     def open(self, *, resumed_run_id: str | None, history: list[dict[str, float]], tags: dict[str, str],
              clear_folder: bool) -> str | None: ...
 
+    def _start(self, history: list[dict[str, float]], tags: dict[str, str]) -> None:
+        """A new MLflow run for the seed, nested under the spec's parent run, with MLflow's standard
+        tags, the description, the dataset input and, for a transfer, the source's model as input."""
+        assert self.tracker is not None
+        spec, tracker = self.spec, self.tracker
+        git, command, sha = git_state(), command_line(), spec_sha256(spec)
+        standard = source_tags(git, command)
+        params = flatten(spec.to_plain())
+        self.parent_run_id = tracker.spec_parent(spec.name, sha, {**standard, **git.as_tags()}, params)
+        all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
+                    "auxcli.spec_sha256": sha, **git.as_tags(), **standard, **tags}
+        tracker.start(run_label(spec, self.seed), all_tags, params, parent_run_id=self.parent_run_id)
+        for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
+            tracker.log_metrics(_epoch_metrics(row), step=int(row["epoch"]))
+        data = _data_identity(spec)
+        if data is not None:
+            tracker.log_dataset(data.name, data.digest, data.source, profile=data.profile)
+        source_link = self._link_transfer_source(tags.get("auxcli.transfer.source_run_id"))
+        tracker.describe(run_description(spec, self.seed, command=command, git=git, data=data,
+                                         spec_text=dump_spec(spec), source_link=source_link))
+
     def record_epoch(self, epoch: int, row: dict[str, float], history: list[dict[str, float]],
                      resume_state: dict[str, Any]) -> None: ...
 
@@ -63,23 +84,10 @@ class RunRecorder:
         spec = self.spec
         tracker = RunTracker(spec.tracking.uri, spec.tracking.experiment)
         self.tracker = tracker
-        git, command, sha = git_state(), command_line(), spec_sha256(spec)
-        standard = source_tags(git, command)
-        params = flatten(spec.to_plain())
-        # One parent run per spec (seeds nested under it), keyed by the resolved spec.
-        self.parent_run_id = tracker.spec_parent(spec.name, sha, {**standard, **git.as_tags()}, params)
-        if resumed_run_id is None or not tracker.resume(resumed_run_id):
-            all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
-                        "auxcli.spec_sha256": sha, **git.as_tags(), **standard, **tags}
-            tracker.start(run_label(spec, self.seed), all_tags, params, parent_run_id=self.parent_run_id)
-            for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
-                tracker.log_metrics(_epoch_metrics(row), step=int(row["epoch"]))
-            data = _data_identity(spec)
-            if data is not None:
-                tracker.log_dataset(data.name, data.digest, data.source, profile=data.profile)
-            source_link = self._link_transfer_source(tags.get("auxcli.transfer.source_run_id"))
-            tracker.describe(run_description(spec, self.seed, command=command, git=git, data=data,
-                                             spec_text=dump_spec(spec), source_link=source_link))
+        if resumed_run_id is not None and tracker.resume(resumed_run_id):
+            self.parent_run_id = tracker.client.get_run(resumed_run_id).data.tags.get("mlflow.parentRunId")
+        else:
+            self._start(history, tags)
         if spec.runtime.system_metrics:
             tracker.start_system_metrics()
         self.run_id = tracker.run_id
@@ -87,6 +95,27 @@ class RunRecorder:
             self.folder.clear()
         self.folder.write_spec(dump_spec(spec))
         return self.run_id
+
+    def _start(self, history: list[dict[str, float]], tags: dict[str, str]) -> None:
+        """A new MLflow run for the seed, nested under the spec's parent run, with MLflow's standard
+        tags, the description, the dataset input and, for a transfer, the source's model as input."""
+        assert self.tracker is not None
+        spec, tracker = self.spec, self.tracker
+        git, command, sha = git_state(), command_line(), spec_sha256(spec)
+        standard = source_tags(git, command)
+        params = flatten(spec.to_plain())
+        self.parent_run_id = tracker.spec_parent(spec.name, sha, {**standard, **git.as_tags()}, params)
+        all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
+                    "auxcli.spec_sha256": sha, **git.as_tags(), **standard, **tags}
+        tracker.start(run_label(spec, self.seed), all_tags, params, parent_run_id=self.parent_run_id)
+        for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
+            tracker.log_metrics(_epoch_metrics(row), step=int(row["epoch"]))
+        data = _data_identity(spec)
+        if data is not None:
+            tracker.log_dataset(data.name, data.digest, data.source, profile=data.profile)
+        source_link = self._link_transfer_source(tags.get("auxcli.transfer.source_run_id"))
+        tracker.describe(run_description(spec, self.seed, command=command, git=git, data=data,
+                                         spec_text=dump_spec(spec), source_link=source_link))
 
     def record_epoch(self, epoch: int, row: dict[str, float], history: list[dict[str, float]],
                      resume_state: dict[str, Any]) -> None:
