@@ -124,7 +124,7 @@ YAML documents.
 
     overrides = (params_overrides(params) if params else []) + (set_ or [])
     _, loaded = load_grid(_spec_files(paths), overrides)
-    typer.echo("---\n".join(f"# {file}\n{dump_spec(spec)}" for file, spec in loaded), nl=False)
+    typer.echo("---\n".join(f"# {item.file}\n{dump_spec(item.spec)}" for item in loaded), nl=False)
 
 
 # ---------------------------------------------------------------------------------------------- plan
@@ -138,8 +138,8 @@ def plan(paths: SpecPaths, set_: SetOption = None) -> None:
     grid, loaded = load_grid(_spec_files(paths), set_ or ())
     if grid.axes:
         typer.echo(grid.describe())
-    specs = [spec for _, spec in loaded]
-    typer.echo(plan_table(specs, sources=[str(f) for f, _ in loaded]))
+    specs = [item.spec for item in loaded]
+    typer.echo(plan_table(specs, sources=[str(item.file) for item in loaded]))
     statuses = [run_status(spec, seed) for spec in specs for seed in spec.seeds]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "partial", "todo"))
     typer.echo(f"{len(specs)} specs, {len(statuses)} runs: {counts}")
@@ -169,7 +169,7 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
 
     overrides = (params_overrides(params) if params else []) + (set_ or [])
     grid, loaded = load_grid(_spec_files(paths), overrides)
-    specs = plan_order([spec for _, spec in loaded], sources=[str(f) for f, _ in loaded])
+    specs = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
     if dry_run:
         from auxcli.dryrun import dry_run as plan_seeds, format_dry_run
 
@@ -178,10 +178,14 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
         typer.echo(format_dry_run(plan_seeds(specs, seeds=[seed] if seed is not None else None, force=force)),
                    nl=False)
         return
+    from auxcli.bundle.record import Provenance
     from auxcli.train.runner import run_spec
 
+    # Each spec's provenance holds the overrides that make it, a sweep point's own values included.
+    provenance = {item.spec.name: Provenance.capture(item.file, item.overrides) for item in loaded}
     for spec in specs:
-        run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force)
+        run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
+                 provenance=provenance[spec.name])
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -346,6 +350,54 @@ def pipeline(
     if not Path(params).exists():
         Path(params).write_text("{}\n")
     typer.echo(f"wrote {out} ({len(files)} stages)")
+
+
+# ---------------------------------------------------------------------------------------------- bundle, reproduce
+
+@app.command()
+def bundle(
+    targets: Annotated[list[str], typer.Argument(
+        help="Run folders (runs/<name>/seed-<k>), MLflow run ids (runs:/<id> or bare), spec files or spec names "
+        "(every finished seed).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The archive (default bundle-<id>.tar.gz).")]
+    = None,
+    with_weights: Annotated[bool, typer.Option(
+        "--with-weights", help="Include final.pt of every run (and of transfer sources).")] = False,
+    tracking_uri: TrackingUriOption = None,
+) -> None:
+    """Pack finished runs, their transfer sources and their records into one verifiable .tar.gz."""
+    from auxcli.bundle.build import build_bundle
+
+    result = build_bundle(targets, out, with_weights=with_weights, tracking_uri=tracking_uri)
+    typer.echo(f"wrote {result.path}: {len(result.runs)} run(s), {len(result.manifest['members'])} members, "
+               f"bundle id {result.manifest['bundle_id']}")
+
+
+@app.command()
+def reproduce(
+    bundle_file: Annotated[Path, typer.Argument(help="A bundle written by `auxcli bundle`.")],
+    epochs: Annotated[int | None, typer.Option(min=1, help="Re-run only the first N epochs of each run.")] = None,
+    tolerance: Annotated[float | None, typer.Option(
+        min=0, help="Allowed |recorded - reproduced| for every metric (default: exact for deterministic runs "
+        "on the recorded device type, else per metric kind).")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where the re-runs go (default reproduce-<id>/).")] = None,
+    check_only: Annotated[bool, typer.Option("--check-only", help="Verify the bundle and stop.")] = False,
+    allow_data_change: Annotated[bool, typer.Option(
+        "--allow-data-change", help="Re-run even when the data files differ from the recorded ones.")] = False,
+) -> None:
+    """Verify a bundle, print how this machine differs, re-run every run and compare metrics (exit 0 only if
+    all are within tolerance)."""
+    from auxcli.bundle.archive import verify_bundle
+    from auxcli.bundle.reproduce import bundle_summary, reproduce_bundle
+    from auxcli.errors import ReproductionMismatch
+
+    if check_only:
+        typer.echo(bundle_summary(verify_bundle(bundle_file)))
+        return
+    result = reproduce_bundle(bundle_file, epochs=epochs, tolerance=tolerance, runs_dir=runs_dir,
+                              allow_data_change=allow_data_change, echo=typer.echo)
+    if not result.ok:
+        raise ReproductionMismatch(f"{bundle_file}: some metrics are outside their tolerance (the rows marked NO).")
 
 
 def _spec_files(paths: list[Path]) -> list[Path]:

@@ -80,3 +80,15 @@ class TrainingDiverged(AuxcliError):
     """The loss became NaN or infinite."""
 
     exit_code = 1
+
+
+class BundleError(AuxcliError):
+    """A bundle that cannot be built, or one that fails verification (changed, extra or unsafe members)."""
+
+    exit_code = 2
+
+
+class ReproductionMismatch(AuxcliError):
+    """`auxcli reproduce` re-ran the bundle and some metric is outside its tolerance."""
+
+    exit_code = 1

@@ -34,3 +34,18 @@ def git_state(cwd: Path | None = None) -> GitState:
     branch = _git(["rev-parse", "--abbrev-ref", "HEAD"], cwd) or "unknown"
     status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
     return GitState(commit, branch, bool(status))
+
+
+def git_diff(cwd: Path) -> bytes | None:
+    """`git diff HEAD` (staged and unstaged changes to tracked files) as bytes; None outside git."""
+    try:
+        done = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=cwd, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def untracked_files(cwd: Path) -> list[str]:
+    """Names of untracked, not ignored files (their contents are not recorded)."""
+    out = _git(["ls-files", "--others", "--exclude-standard"], cwd)
+    return sorted(out.splitlines()) if out else []

@@ -54,6 +54,7 @@ class RunFolder:
     metrics = property(lambda self: self.root / "metrics.json")
     last = property(lambda self: self.root / "last.pt")
     final = property(lambda self: self.root / "final.pt")
+    repro = property(lambda self: self.root / "repro")  # the reproducibility record (auxcli.bundle.record)
 
     def is_finished(self) -> bool:
         return self.metrics.exists()
@@ -74,6 +75,7 @@ class RunFolder:
         for path in (self.metrics, self.final, self.last, self.history, self.spec):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.root / "artifacts", ignore_errors=True)
+        shutil.rmtree(self.repro, ignore_errors=True)
 
     def write_spec(self, text: str) -> None:
         atomic_write_text(self.spec, text)

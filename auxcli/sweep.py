@@ -17,9 +17,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from auxcli.errors import Problem, SpecError
 from auxcli.spec import Spec
+
+
+class Loaded(NamedTuple):
+    """One spec of a (swept) set: its file, the validated spec, and the overrides that make it from the file."""
+
+    file: Path
+    spec: Spec
+    overrides: list[str]
 
 
 @dataclass(frozen=True)
@@ -109,22 +118,25 @@ def parse_grid(overrides: Sequence[str]) -> Grid:
     return Grid(tuple(fixed), tuple(axes))
 
 
-def load_grid(files: Sequence[Path], overrides: Sequence[str]) -> tuple[Grid, list[tuple[Path, Spec]]]:
+def load_grid(files: Sequence[Path], overrides: Sequence[str]) -> tuple[Grid, list[Loaded]]:
     """Every (file, point) as a validated spec: the files' specs once without a sweep, else once per
     point, renamed `<name>-<suffix>`. Problems of all files are collected into one `SpecError`."""
     from auxcli.specfile import load_spec
 
     grid = parse_grid(overrides)
-    loaded: list[tuple[Path, Spec]] = []
+    loaded: list[Loaded] = []
     problems: list[Problem] = []
     for point_overrides, suffix in grid.points():
-        point: list[tuple[Path, Spec]] = []
+        point: list[Loaded] = []
         for file in files:
             try:
                 spec = load_spec(file, point_overrides)
                 if suffix:
-                    spec = load_spec(file, point_overrides + [f"name={spec.name}-{suffix}"])
-                point.append((file, spec))
+                    renamed = point_overrides + [f"name={spec.name}-{suffix}"]
+                    spec = load_spec(file, renamed)
+                    point.append(Loaded(file, spec, renamed))
+                else:
+                    point.append(Loaded(file, spec, point_overrides))
             except SpecError as exc:
                 problems += exc.problems
         loaded += _follow_sources(point, suffix)
@@ -133,17 +145,20 @@ def load_grid(files: Sequence[Path], overrides: Sequence[str]) -> tuple[Grid, li
     return grid, loaded
 
 
-def _follow_sources(point: list[tuple[Path, Spec]], suffix: str) -> list[tuple[Path, Spec]]:
+def _follow_sources(point: list[Loaded], suffix: str) -> list[Loaded]:
     """Within one point, a transfer from a swept spec of the set takes that point's copy of it."""
     if not suffix:
         return point
-    names = {spec.name for _, spec in point}
+    names = {item.spec.name for item in point}
     out = []
-    for file, spec in point:
+    for item in point:
+        spec = item.spec
         if spec.transfer is not None and f"{spec.transfer.from_}-{suffix}" in names:
-            transfer = spec.transfer.model_copy(update={"from_": f"{spec.transfer.from_}-{suffix}"})
-            spec = spec.model_copy(update={"transfer": transfer})
-        out.append((file, spec))
+            source = f"{spec.transfer.from_}-{suffix}"
+            transfer = spec.transfer.model_copy(update={"from_": source})
+            item = Loaded(item.file, spec.model_copy(update={"transfer": transfer}),
+                          item.overrides + [f"transfer.from={source}"])
+        out.append(item)
     return out
 
 

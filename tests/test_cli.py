@@ -140,10 +140,14 @@ def test_a_swept_transfer_takes_the_source_of_its_own_point(workdir):
     (workdir / "b.yaml").write_text("name: b\ntransfer: {from: a, mode: finetune}\n")
     (workdir / "c.yaml").write_text("name: c\ntransfer: {from: init, mode: linear}\n")
     _, loaded = load_grid([workdir / "a.yaml", workdir / "b.yaml", workdir / "c.yaml"], ["model.depth=8,14"])
-    names = {spec.name: spec for _, spec in loaded}
+    names = {item.spec.name: item for item in loaded}
     assert set(names) == {f"{n}-depth{d}" for n in "abc" for d in (8, 14)}
-    assert names["b-depth8"].transfer.from_ == "a-depth8" and names["b-depth14"].transfer.from_ == "a-depth14"
-    assert names["c-depth8"].transfer.from_ == "init"
+    assert names["b-depth8"].spec.transfer.from_ == "a-depth8"
+    assert names["b-depth14"].spec.transfer.from_ == "a-depth14"
+    assert names["c-depth8"].spec.transfer.from_ == "init"
+    for item in loaded:  # each point's overrides make exactly its spec from its file (what a bundle records)
+        assert load_spec(item.file, item.overrides) == item.spec
+    assert names["b-depth14"].overrides == ["model.depth=14", "name=b-depth14", "transfer.from=a-depth14"]
 
 
 def test_plan_shows_the_grid_first_then_every_point(workdir):

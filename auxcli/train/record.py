@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from auxcli import console
+from auxcli.bundle.record import RECORD_DIR, write_record
 from auxcli.gitinfo import git_state
 from auxcli.lineage import DataIdentity, command_line, data_identity, run_description, source_tags
 from auxcli.runfolder import RunFolder
@@ -38,31 +39,11 @@ class Recorder(Protocol):
     def open(self, *, resumed_run_id: str | None, history: list[dict[str, float]], tags: dict[str, str],
              clear_folder: bool) -> str | None: ...
 
-    def _start(self, history: list[dict[str, float]], tags: dict[str, str]) -> None:
-        """A new MLflow run for the seed, nested under the spec's parent run, with MLflow's standard
-        tags, the description, the dataset input and, for a transfer, the source's model as input."""
-        assert self.tracker is not None
-        spec, tracker = self.spec, self.tracker
-        git, command, sha = git_state(), command_line(), spec_sha256(spec)
-        standard = source_tags(git, command)
-        params = flatten(spec.to_plain())
-        self.parent_run_id = tracker.spec_parent(spec.name, sha, {**standard, **git.as_tags()}, params)
-        all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
-                    "auxcli.spec_sha256": sha, **git.as_tags(), **standard, **tags}
-        tracker.start(run_label(spec, self.seed), all_tags, params, parent_run_id=self.parent_run_id)
-        for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
-            tracker.log_metrics(_epoch_metrics(row), step=int(row["epoch"]))
-        data = _data_identity(spec)
-        if data is not None:
-            tracker.log_dataset(data.name, data.digest, data.source, profile=data.profile)
-        source_link = self._link_transfer_source(tags.get("auxcli.transfer.source_run_id"))
-        tracker.describe(run_description(spec, self.seed, command=command, git=git, data=data,
-                                         spec_text=dump_spec(spec), source_link=source_link))
-
     def record_epoch(self, epoch: int, row: dict[str, float], history: list[dict[str, float]],
                      resume_state: dict[str, Any]) -> None: ...
 
-    def record_final(self, summary: dict[str, float], final_state: dict[str, Any]) -> None: ...
+    def record_final(self, summary: dict[str, float], final_state: dict[str, Any],
+                     record: dict[str, bytes] | None = None) -> None: ...
 
     def close(self, status: str) -> None: ...
 
@@ -125,15 +106,22 @@ class RunRecorder:
         save_checkpoint(self.folder.last, {"format": LAST_FORMAT, **resume_state, "mlflow_run_id": self.run_id,
                                            "spec_sha256": spec_sha256(self.spec)})
 
-    def record_final(self, summary: dict[str, float], final_state: dict[str, Any]) -> None:
+    def record_final(self, summary: dict[str, float], final_state: dict[str, Any],
+                     record: dict[str, bytes] | None = None) -> None:
+        """`final.pt`, summary metrics, the `repro/` record (`auxcli.bundle.record`), then `metrics.json`
+        (its presence means finished) and the artifacts, the record as the artifact folder `repro/`."""
         assert self.tracker is not None
         folder = self.folder
         save_checkpoint(folder.final, {"format": FINAL_FORMAT, **final_state, "mlflow_run_id": self.run_id})
         self.tracker.log_metrics(summary, step=self.spec.train.epochs)
+        if record is not None:
+            write_record(folder.repro, record)
         folder.write_metrics({**summary, "mlflow_run_id": self.run_id, "spec_name": self.spec.name,
                               "seed": self.seed})
         self.tracker.log_artifacts([folder.spec, folder.history, folder.metrics])
         self.tracker.log_artifacts([Path(folder.final)], subdir="model")
+        for name in record or {}:  # one call per file: the record's spec/ files keep their sub-folder
+            self.tracker.log_artifacts([folder.repro / name], subdir=Path(RECORD_DIR, name).parent.as_posix())
         # The final weights as a logged model ("Models" in the UI, `models:/<id>` for the registry).
         self.model_id = self.tracker.log_model(self.spec.name, [folder.final, folder.spec], summary,
                                                step=self.spec.train.epochs)

@@ -21,6 +21,7 @@ import torch
 
 from auxcli import console
 from auxcli.augment.targets import Targets
+from auxcli.bundle.record import Provenance, run_record, runtime_choices
 from auxcli.augment.pipeline import build_eval_transform, build_train_augment
 from auxcli.data.batches import epoch_permutation, epoch_seed
 from auxcli.data.labelsets import labels_for, num_classes
@@ -38,7 +39,7 @@ from auxcli.train.metrics import split_metrics, summary_metrics
 from auxcli.runfolder import RunFolder
 from auxcli.train.progress import Progress, make_progress
 from auxcli.train.record import Recorder, RunRecorder, run_label, spec_sha256
-from auxcli.train.runtime import Runtime, resolve_runtime
+from auxcli.train.runtime import Runtime, resolve_runtime, seed_everything
 from auxcli.train.transfer import apply_transfer
 
 EVAL_AUGMENT_SEED = 20_240_615  # fixed: test-time augmentation for aux metrics is the same every epoch
@@ -58,20 +59,26 @@ class Interrupted(AuxcliError):
 class RunOutcome:
     name: str
     seed: int
-    status: str  # finished | complete (finished before; not retrained)
+    status: str  # finished | complete (finished before; not retrained) | stopped (stop_after_epoch)
     folder: RunFolder
     metrics: dict[str, Any]  # the summary metrics of metrics.json
     run_id: str | None
 
 
 def run_spec(spec: Spec, *, seeds: list[int] | None = None, resume: bool = False,
-             force: bool = False) -> list[RunOutcome]:
-    return [run_seed(spec, seed, resume=resume, force=force) for seed in (seeds or spec.seeds)]
+             force: bool = False, provenance: Provenance | None = None) -> list[RunOutcome]:
+    return [run_seed(spec, seed, resume=resume, force=force, provenance=provenance)
+            for seed in (seeds or spec.seeds)]
 
 
-def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False) -> RunOutcome:
+def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False,
+             provenance: Provenance | None = None, stop_after_epoch: int | None = None) -> RunOutcome:
     """One seed, in four phases: prepare (build everything from the spec), restore (from `last.pt`),
-    train (epoch by epoch, recorded after each) and finish (final weights and summary)."""
+    train (epoch by epoch, recorded after each) and finish (final weights, summary, `repro/` record).
+
+    `provenance` (spec file as written, overrides, command line) goes into the record. `stop_after_epoch`
+    ends training after that epoch with the schedule unchanged (`auxcli reproduce --epochs`): no
+    `final.pt` or `metrics.json`, the MLflow run tagged `auxcli.stopped_after_epoch`."""
     folder = RunFolder.of(spec, seed)
     if folder.is_finished() and not force:
         return _already_finished(spec, seed, folder)
@@ -84,10 +91,11 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
     start = restore(training, checkpoint)
     recorder = RunRecorder(spec, seed, folder)
     # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
-    recorder.open(resumed_run_id=start.run_id, history=start.history, tags=training.transfer_tags,
-                  clear_folder=force)
-    summary = _train_and_finish(training, recorder, start)
-    return RunOutcome(spec.name, seed, "finished", folder, summary, recorder.run_id)
+    stop = stop_after_epoch if stop_after_epoch is not None and stop_after_epoch < spec.train.epochs else None
+    tags = {**training.transfer_tags, **({"auxcli.stopped_after_epoch": str(stop)} if stop else {})}
+    recorder.open(resumed_run_id=start.run_id, history=start.history, tags=tags, clear_folder=force)
+    summary = _train_and_finish(training, recorder, start, provenance, stop)
+    return RunOutcome(spec.name, seed, "stopped" if stop else "finished", folder, summary, recorder.run_id)
 
 
 def _already_finished(spec: Spec, seed: int, folder: RunFolder) -> RunOutcome:
@@ -121,7 +129,7 @@ class _Training:
 
 def prepare(spec: Spec, seed: int) -> _Training:
     """Data on the device, tasks and their heads, transfer, optimizer and schedule (the study's recipe)."""
-    torch.manual_seed(seed)
+    seed_everything(seed)
     runtime = resolve_runtime(spec.runtime)
     data = load_data(spec.data)
     tasks = build_tasks(spec, num_classes(data, "gt"))
@@ -193,13 +201,14 @@ def _load_resumable(folder: RunFolder, spec: Spec) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------------------------- train, finish
 
-def _train_and_finish(t: _Training, recorder: Recorder, start: Start) -> dict[str, float]:
+def _train_and_finish(t: _Training, recorder: Recorder, start: Start, provenance: Provenance | None = None,
+                      stop_after_epoch: int | None = None) -> dict[str, float]:
     """Train and finish under signal handling; the MLflow run always ends FINISHED, FAILED or KILLED."""
     status = "FAILED"
     try:
         with _signals_raise():
-            history = train(t, recorder, start)
-            summary = finish(t, recorder, history)
+            history = train(t, recorder, start, stop_after_epoch)
+            summary = finish(t, recorder, history, provenance) if stop_after_epoch is None else {}
         status = "FINISHED"
     except Interrupted:
         status = "KILLED"
@@ -213,10 +222,12 @@ def _train_and_finish(t: _Training, recorder: Recorder, start: Start) -> dict[st
     return summary
 
 
-def train(t: _Training, recorder: Recorder, start: Start) -> list[dict[str, float]]:
-    """The remaining epochs; each is recorded (metrics, history, `last.pt`) before the next starts."""
+def train(t: _Training, recorder: Recorder, start: Start, stop_after_epoch: int | None = None
+          ) -> list[dict[str, float]]:
+    """The remaining epochs (up to `stop_after_epoch`); each is recorded (metrics, history, `last.pt`)
+    before the next starts."""
     history = list(start.history)
-    for epoch in range(start.epoch, t.spec.train.epochs + 1):
+    for epoch in range(start.epoch, min(t.spec.train.epochs, stop_after_epoch or t.spec.train.epochs) + 1):
         row = _one_epoch(epoch, t)
         t.scheduler.step()
         history.append(row)
@@ -226,15 +237,20 @@ def train(t: _Training, recorder: Recorder, start: Start) -> list[dict[str, floa
     return history
 
 
-def finish(t: _Training, recorder: Recorder, history: list[dict[str, float]]) -> dict[str, float]:
-    """The summary metrics and the weights transfers load (`final.pt`: extractor and heads, on the CPU)."""
+def finish(t: _Training, recorder: Recorder, history: list[dict[str, float]],
+           provenance: Provenance | None = None) -> dict[str, float]:
+    """The summary metrics, the weights transfers load (`final.pt`: extractor and heads, on the CPU) and
+    the reproducibility record (`repro/`: environment, code, data, provenance)."""
     summary = summary_metrics(history)
     model = t.model
+    record = run_record(t.spec, t.seed, runtime=runtime_choices(t.spec, t.runtime), provenance=provenance,
+                        transfer_tags=t.transfer_tags,
+                        split_sizes={"train": len(t.train_split), "test": len(t.test_split)})
     recorder.record_final(summary, {
         "spec": t.spec.to_plain(), "seed": t.seed,
         "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
         "heads": {name: {k: v.detach().cpu() for k, v in head.state_dict().items()}
-                  for name, head in model.heads.items()}})
+                  for name, head in model.heads.items()}}, record)
     return summary
 
 
