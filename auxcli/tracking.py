@@ -104,12 +104,13 @@ class RunTracker:
         self.log_params(params)
         return self.run_id
 
-    def log_params(self, params: dict[str, Any]) -> None:
+    def log_params(self, params: dict[str, Any], run_id: str | None = None) -> None:
+        """Params in batches of 100 (the store's limit per call), values cut to MLflow's 6000 characters."""
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start:start + 100])
+            self.client.log_batch(run_id or self.run_id, params=items[start:start + 100])
 
     def spec_parent(self, spec_name: str, spec_sha256: str, tags: dict[str, str], params: dict[str, Any]) -> str:
         """The parent run of a spec (same name and resolved spec), created on first use; returns its id.
@@ -123,11 +124,8 @@ class RunTracker:
             return found[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=spec_name, tags={
             **tags, PARENT_TAG: "true", "auxcli.spec_name": spec_name, "auxcli.spec_sha256": spec_sha256})
-        parent = run.info.run_id
-        self.client.log_batch(parent, params=[_param(k, v) for k, v in list(params.items())[:100]])
-        for start in range(100, len(params), 100):
-            self.client.log_batch(parent, params=[_param(k, v) for k, v in list(params.items())[start:start + 100]])
-        return parent
+        self.log_params(params, run.info.run_id)
+        return run.info.run_id
 
     def update_parent(self, parent_run_id: str, seeds: list[int]) -> dict[str, float]:
         """Mean and sample std over the finished seeds (latest run per seed) of every summary metric;
@@ -244,12 +242,6 @@ class RunTracker:
             self._system_metrics = None
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status=status)
-
-
-def _param(key: str, value: Any):
-    from mlflow.entities import Param
-
-    return Param(key, str(value)[:6000])
 
 
 def ensure_experiment(client: Any, name: str) -> str:
