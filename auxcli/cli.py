@@ -192,17 +192,19 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
 
 @app.command()
 def models(
-    backbone: Annotated[str | None, typer.Option(help="Only this backbone (resnet, pyramidnet, linear).")] = None,
-    depth: Annotated[int | None, typer.Option(help="Depth 6n+2 (8, 14, 20, ..., 110).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Only this backbone (resnet, pyramidnet, linear, wrn).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Depth 6n+2 (8, 14, ..., 110); wrn: 6n+4 (10, ..., 28).")] = None,
     alpha: Annotated[float | None, typer.Option(help="PyramidNet widening factor (270 in the study).")] = None,
     classes: Annotated[int, typer.Option(min=1, help="Classes of the classifier head.")] = 100,
+    widen_factor: Annotated[int | None, typer.Option(help="Wide ResNet widening factor k (10 in WRN-28-10).")] = None,
 ) -> None:
     """List backbones: parameters (with a CLASSES-way head), feature width, forward GFLOPs per image."""
     from tabulate import tabulate
 
     from auxcli.models.registry import describe_backbones
 
-    rows = describe_backbones(backbone=backbone, depth=depth, alpha=alpha, classes=classes)
+    rows = describe_backbones(backbone=backbone, depth=depth, alpha=alpha, classes=classes,
+                              widen_factor=widen_factor)
     typer.echo(tabulate(rows, headers="keys", intfmt=",", floatfmt=("", "", "g", "", "", ".4f"), missingval="-"))
     typer.echo("gflops: forward FLOPs of one 32x32 image / 1e9 (convs and FC layers, multiply-add = 2 FLOPs)")
 

@@ -53,14 +53,19 @@ class DataSpec(Section):
 
 
 class ModelSpec(Section):
-    backbone: Literal["resnet", "pyramidnet", "linear"] = "resnet"
-    """Feature extractor: CIFAR ResNet, additive PyramidNet, or a linear model on raw pixels."""
-    depth: PositiveInt | None = 110  # resnet: 6n+2; pyramidnet (basic blocks): 6n+2; linear: none
-    """Layers, 6n+2 (8, 14, 20, ..., 110) for resnet and pyramidnet; null for linear."""
+    backbone: Literal["resnet", "pyramidnet", "linear", "wrn"] = "resnet"
+    """Feature extractor: CIFAR ResNet, additive PyramidNet, Wide ResNet, or a linear model on raw pixels."""
+    depth: PositiveInt | None = 110  # resnet: 6n+2; pyramidnet (basic blocks): 6n+2; wrn: 6n+4; linear: none
+    """Layers: 6n+2 (8, 14, 20, ..., 110) for resnet and pyramidnet, 6n+4 (10, 16, 22, 28, ...) for wrn;
+    null for linear."""
     alpha: PositiveFloat | None = None  # pyramidnet widening factor (270 in the study)
     """PyramidNet widening factor: channels added over the whole network (270 in the study)."""
     base_width: PositiveInt = 16  # channels of the first stage (16 in both papers)
     """Channels of the first stage (16 in both papers)."""
+    widen_factor: PositiveInt | None = None  # wrn: channels per stage x k (WRN-28-10: 10)
+    """Wide ResNet only: channels of every stage multiplied by k (WRN-28-10: 10)."""
+    dropout: float = Field(0.0, ge=0, lt=1)  # wrn: dropout between the two convs of a block (0.3 in Cutout/RICAP)
+    """Wide ResNet only: dropout between the two convolutions of a block (0.3 in the Cutout and RICAP papers)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -120,8 +125,22 @@ class RicapAux(Section):
     """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
 
 
-AuxSpec = Annotated[LabelsetAux | CropAux | CutoutAux | RicapAux, Field(discriminator="kind")]
-AUX_KINDS: tuple[str, ...] = ("labelset", "crop", "cutout", "ricap")
+class RotationAux(Section):
+    """Predict by how many quarter turns the image was rotated (RotNet, Gidaris et al. 2018): a 4-way head."""
+
+    kind: Literal["rotation"]
+    """rotation: predict the quarter turns applied to the image (4 classes)."""
+    labels: None = None
+    """Not used by this task (null)."""
+    weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
+    # unrotated: the main head's loss and accuracy see only the 0-degree copies; all: every copy
+    main_copies: Literal["unrotated", "all"] = "unrotated"
+    """unrotated: the main head's loss and accuracy use only the 0-degree copies; all: every copy."""
+
+
+AuxSpec = Annotated[LabelsetAux | CropAux | CutoutAux | RicapAux | RotationAux, Field(discriminator="kind")]
+AUX_KINDS: tuple[str, ...] = ("labelset", "crop", "cutout", "ricap", "rotation")
 
 
 class TaskSpec(Section):
@@ -129,6 +148,10 @@ class TaskSpec(Section):
     """Label set of the main classification head; none trains the auxiliary task alone."""
     aux: AuxSpec | None = None
     """The auxiliary (pretext) task and its head; null for plain classification."""
+    # sla: one head over (class, rotation) joint labels (Lee et al. 2020, self-supervised label augmentation)
+    joint: Literal["sla"] | None = None
+    """sla: one head over joint (class, rotation) labels (Lee et al. 2020, self-supervised label
+    augmentation); null: none."""
 
 
 class CropAug(Section):
@@ -148,6 +171,14 @@ class RicapAug(Section):
     """Keep the boundary at least 1 pixel inside the image, so all four sources show."""
 
 
+class RotationAug(Section):
+    # all: every image in the batch four times (0, 90, 180, 270 degrees; RotNet and SLA), the batch grows 4x;
+    # one: one rotation drawn per image
+    copies: Literal["all", "one"] = "all"
+    """all: each image four times, at 0, 90, 180 and 270 degrees (the batch grows 4x; RotNet, SLA);
+    one: one rotation drawn per image."""
+
+
 class AugmentSpec(Section):
     crop: CropAug | None = CropAug()
     """Pad-and-crop augmentation; null turns it off."""
@@ -157,6 +188,8 @@ class AugmentSpec(Section):
     """Cutout augmentation (DeVries and Taylor 2017); null: off."""
     ricap: RicapAug | None = None
     """RICAP augmentation (Takahashi et al. 2018); null: off."""
+    rotation: RotationAug | None = None
+    """Rotation of each image by a multiple of 90 degrees; null: off."""
 
 
 class TrainSpec(Section):
@@ -287,8 +320,17 @@ class CrossFieldErrors(Exception):
 
 def valid_depth(backbone: str, depth: int) -> bool:
     """CIFAR ResNet (He et al. 2016) and basic-block PyramidNet (Han et al. 2017): 3 stages of n blocks,
-    2 convs each, plus the stem conv and the classifier: depth = 6n + 2."""
+    2 convs each, plus the stem conv and the classifier: depth = 6n + 2. Wide ResNet (Zagoruyko &
+    Komodakis 2016) counts its 1x1 projection shortcuts of stages 2 and 3 too: depth = 6n + 4."""
+    if backbone == "wrn":
+        return depth >= 10 and (depth - 4) % 6 == 0
     return depth >= 8 and (depth - 2) % 6 == 0
+
+
+def allowed_depths(backbone: str) -> str:
+    if backbone == "wrn":
+        return "6n+4 with n >= 1 (10, 16, 22, 28, ...)"
+    return "6n+2 with n >= 1 (8, 14, 20, ..., 110)"
 
 
 def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
@@ -303,19 +345,26 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
         if "depth" in model.model_fields_set and model.depth is not None:
             add("model.depth", "the linear backbone has no depth", "null, or a resnet/pyramidnet backbone")
     elif model.depth is None:
-        add("model.depth", f"{model.backbone} needs a depth", "6n+2 with n >= 1 (8, 14, 20, ..., 110)",
-            at="model.backbone")
+        add("model.depth", f"{model.backbone} needs a depth", allowed_depths(model.backbone), at="model.backbone")
     elif not valid_depth(model.backbone, model.depth):
-        add("model.depth", f"{model.depth} is not a valid {model.backbone} depth",
-            "6n+2 with n >= 1 (8, 14, 20, ..., 110)")
+        add("model.depth", f"{model.depth} is not a valid {model.backbone} depth", allowed_depths(model.backbone))
     if model.alpha is not None and model.backbone != "pyramidnet":
         add("model.alpha", "alpha is the PyramidNet widening factor", "null unless model.backbone is pyramidnet")
     if model.backbone == "pyramidnet" and model.alpha is None:
         add("model.alpha", "pyramidnet needs its widening factor", "a positive number (270 in the study)",
             at="model.backbone")
 
+    if model.widen_factor is not None and model.backbone != "wrn":
+        add("model.widen_factor", "widen_factor is the Wide ResNet widening factor",
+            "null unless model.backbone is wrn")
+    if model.backbone == "wrn" and model.widen_factor is None:
+        add("model.widen_factor", "wrn needs its widening factor", "a positive integer (10 for WRN-28-10)",
+            at="model.backbone")
+    if model.dropout > 0 and model.backbone != "wrn":
+        add("model.dropout", "dropout sits between the convs of a Wide ResNet block", "0 unless model.backbone is wrn")
+
     aux = task.aux
-    needs = {"crop": "crop", "cutout": "cutout", "ricap": "ricap"}
+    needs = {"crop": "crop", "cutout": "cutout", "ricap": "ricap", "rotation": "rotation"}
     if aux is not None and aux.kind in needs and getattr(aug, needs[aux.kind]) is None:
         add(f"augment.{needs[aux.kind]}", f"the {aux.kind} auxiliary task needs the {aux.kind} augmentation",
             f"an augment.{needs[aux.kind]} mapping, or another task.aux.kind", at="task.aux.kind")
@@ -332,6 +381,18 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
         for path, value in (("task.labels", task.labels), ("task.aux.labels", getattr(aux, "labels", None))):
             if value == "superclass":
                 add(path, "CIFAR-10 has no superclasses", "gt or random", at="data.dataset")
+    if task.joint == "sla":
+        if aug.rotation is None:
+            add("augment.rotation", "SLA's joint labels pair each class with the rotation of the copy",
+                "an augment.rotation mapping (copies: all, as in SLA)", at="task.joint")
+        if aux is not None:
+            add("task.aux", "task.joint: sla trains one joint head; it replaces the auxiliary head",
+                "null with task.joint: sla", at="task.joint")
+        if task.labels == "none":
+            add("task.labels", "SLA's joint labels need a label set", "gt, superclass or random", at="task.joint")
+        if aug.ricap is not None:
+            add("augment.ricap", "SLA's joint labels and aggregated inference need one label per image",
+                "null with task.joint: sla", at="task.joint")
     if aug.cutout is not None and aug.cutout.size > 32:
         add("augment.cutout.size", f"{aug.cutout.size} is larger than the 32x32 image", "1..32")
     if aug.crop is not None and aug.crop.padding > 16:

@@ -25,6 +25,7 @@ SMALL_CONFIGS: dict[str, list[dict]] = {
     "resnet": [{"depth": 8}, {"depth": 14}],
     "pyramidnet": [{"depth": 8, "alpha": 12}],
     "linear": [{"depth": None}],
+    "wrn": [{"depth": 10, "widen_factor": 2, "base_width": 4, "dropout": 0.3}],
 }
 CASES = [pytest.param(name, kw, id=f"{name}-{'-'.join(map(str, kw.values()))}")
          for name in sorted(BACKBONES) for kw in SMALL_CONFIGS.get(name, [{}])]
@@ -127,7 +128,7 @@ def test_network_traces_as_one_graph(name, kw):
 
 
 def test_unknown_backbone_raises_key_error_naming_the_registered_ones():
-    with pytest.raises(KeyError, match="registered: linear, pyramidnet, resnet"):
+    with pytest.raises(KeyError, match="registered: linear, pyramidnet, resnet, wrn"):
         create_backbone(ModelSpec.model_construct(backbone="vgg", depth=16, alpha=None, base_width=16))
     assert issubclass(UnknownBackboneError, KeyError)
 
@@ -166,3 +167,120 @@ def test_cli_models_rejects_an_invalid_depth_with_exit_code_2():
     result = CliRunner().invoke(app, ["models", "--backbone", "resnet", "--depth", "9"])
     assert result.exit_code == 2
     assert "--depth model.depth: 9 is not a valid resnet depth" in result.stderr
+
+
+def test_wrn_28_10_with_100_classes_has_the_official_parameter_count():
+    """Zagoruyko & Komodakis 2016, Table 1: WRN-28-10 has 36.5M parameters (36,536,884 with a 100-way FC)."""
+    with torch.device("meta"):
+        network = create_classifier(ModelSpec(backbone="wrn", depth=28, widen_factor=10, dropout=0.3), 100)
+    assert count_parameters(network) == 36_536_884
+    assert round(count_parameters(network) / 1e6, 1) == 36.5
+    assert network.backbone.feature_width == 640
+
+
+def test_wrn_blocks_are_pre_activation_with_dropout_between_the_convs():
+    backbone = create_backbone(ModelSpec(backbone="wrn", depth=16, widen_factor=2, base_width=4, dropout=0.5))
+    blocks = [m for m in backbone.modules() if type(m).__name__ == "WideBlock"]
+    assert len(blocks) == 3 * 2  # n = (16 - 4) / 6 blocks per stage
+    projections = [b for b in blocks if b.projection is not None]
+    assert len(projections) == 3  # the width changes at the first block of every stage (16 -> 16k too)
+    assert all(isinstance(b.dropout, nn.Dropout) and b.dropout.p == 0.5 for b in blocks)
+    x = torch.randn(2, 3, 32, 32)
+    backbone.train()
+    assert not torch.equal(backbone(x), backbone(x))  # dropout is active in training
+    backbone.eval()
+    assert torch.equal(backbone(x), backbone(x))
+    no_dropout = create_backbone(ModelSpec(backbone="wrn", depth=16, widen_factor=2, base_width=4))
+    assert count_parameters(no_dropout) == count_parameters(backbone)
+
+
+def test_option_a_shortcut_pads_zero_channels_half_before_and_half_after():
+    from auxcli.models.resnet import BasicBlock
+
+    block = BasicBlock(4, 8, stride=2)
+    x = torch.randn(2, 4, 6, 6) + 10  # no zero among the identity channels
+    shortcut = block.shortcut(x)
+    assert shortcut.shape == (2, 8, 3, 3)
+    zero = [c for c in range(8) if torch.all(shortcut[:, c] == 0)]
+    assert zero == [0, 1, 6, 7]  # planes // 4 = 2 on each side (akamaster/pytorch_resnet_cifar10)
+    assert torch.equal(shortcut[:, 2:6], x[:, :, ::2, ::2])
+
+
+class _ReferenceBlock(nn.Module):
+    """akamaster/pytorch_resnet_cifar10 resnet.py BasicBlock, option A, as published."""
+
+    def __init__(self, in_planes, planes, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.pad = stride != 1 or in_planes != planes
+        self.planes = planes
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = (torch.nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.planes // 4, self.planes // 4))
+                    if self.pad else x)
+        return torch.relu(out + shortcut)
+
+
+class _ReferenceResNet(nn.Module):
+    def __init__(self, n, num_classes=10, width=16):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        in_planes, layers = width, []
+        for stage, planes in enumerate((width, 2 * width, 4 * width)):
+            blocks = []
+            for i in range(n):
+                blocks.append(_ReferenceBlock(in_planes, planes, 2 if stage and not i else 1))
+                in_planes = planes
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.linear = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(torch.nn.functional.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def test_reference_cifar_resnet_weights_load_and_give_the_same_outputs():
+    """A checkpoint of the reference CIFAR ResNet (random weights and BN statistics here) maps onto auxcli's
+    ResNet by renaming alone (backbone.*, linear -> heads.main.fc) and gives the same logits."""
+    torch.manual_seed(0)
+    reference = _ReferenceResNet(n=2, num_classes=10, width=8)
+    for m in reference.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics, as a trained checkpoint has
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    reference.eval()
+    ours = create_classifier(ModelSpec(backbone="resnet", depth=14, base_width=8), 10).eval()
+    state = {(k.replace("linear.", "heads.main.fc.") if k.startswith("linear.") else f"backbone.{k}"): v
+             for k, v in reference.state_dict().items()}
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)["main"], reference(x), rtol=1e-5, atol=1e-5)
+
+
+def test_describe_backbones_lists_wrn_28_10_and_keeps_backbones_that_can_have_the_depth():
+    rows = describe_backbones(backbone=None, depth=None, alpha=None, classes=100)
+    wrn = next(r for r in rows if r["backbone"] == "wrn")
+    assert (wrn["depth"], wrn["widen_factor"], wrn["parameters"]) == (28, 10, 36_536_884)
+    assert [r["backbone"] for r in describe_backbones(depth=28)] == ["wrn"]  # 28 is no 6n+2
+    assert "wrn" not in {r["backbone"] for r in describe_backbones(depth=20)}  # 20 is no 6n+4
+    (small,) = describe_backbones(backbone="wrn", depth=16, widen_factor=4)
+    assert small["feature_width"] == 256 and small["widen_factor"] == 4
+
+
+def test_cli_models_takes_a_widen_factor():
+    result = CliRunner().invoke(app, ["models", "--backbone", "wrn", "--depth", "28", "--widen-factor", "10"])
+    assert result.exit_code == 0, result.output
+    assert "36,536,884" in result.output
+    result = CliRunner().invoke(app, ["models", "--backbone", "wrn", "--depth", "26", "--widen-factor", "2"])
+    assert result.exit_code == 2 and "6n+4" in result.stderr

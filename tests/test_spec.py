@@ -68,7 +68,7 @@ def test_every_committed_spec_validates():
     result = _validate(str(SPECS))
     assert result.exit_code == 0, result.output
     expected = [f for f in SPECS.rglob("*.yaml") if not f.name.startswith("_")]
-    assert result.output.count("ok ") == len(expected) == 19 + 19 + 1
+    assert result.output.count("ok ") == len(expected) == 19 + 19 + 1 + 6  # paper, mini, smoke, beyond
 
 
 def test_paper_specs_are_exactly_the_study_rows():
@@ -173,7 +173,7 @@ INVALID = [
     ("transfer_with_labels_none",
      "name: x\ntask:\n  labels: none\n  aux: {kind: crop}\ntransfer: {from: a, mode: linear}\n",
      "task.labels", "3:3"),
-    ("unknown_aux_kind", "name: x\ntask:\n  aux: {kind: rotation}\n", "task.aux.kind", "3:9"),
+    ("unknown_aux_kind", "name: x\ntask:\n  aux: {kind: jigsaw}\n", "task.aux.kind", "3:9"),
     ("aux_without_kind", "name: x\ntask:\n  aux: {weight: 1}\n", "task.aux.kind", "3:3"),
     ("unknown_top_level_key", "name: x\noptimizer: adam\n", "optimizer", "2:1"),
     ("unknown_nested_key", "name: x\ntrain:\n  learning_rate: 0.1\n", "train.learning_rate", "3:3"),
@@ -245,10 +245,10 @@ def test_unknown_keys_list_the_allowed_keys(workdir):
 
 def test_choice_errors_list_the_choices(workdir):
     _write(workdir, "a.yaml", "name: x\nmodel:\n  backbone: vgg\n")
-    _write(workdir, "b.yaml", "name: x\ntask:\n  aux: {kind: rotation}\n")
+    _write(workdir, "b.yaml", "name: x\ntask:\n  aux: {kind: jigsaw}\n")
     output = _validate("a.yaml", "b.yaml").output
-    assert "'vgg' is not one of the choices; allowed: 'resnet', 'pyramidnet' or 'linear'" in output
-    assert "unknown kind 'rotation'; allowed: kind: 'labelset', 'crop', 'cutout', 'ricap'" in output
+    assert "'vgg' is not one of the choices; allowed: 'resnet', 'pyramidnet', 'linear' or 'wrn'" in output
+    assert "unknown kind 'jigsaw'; allowed: kind: 'labelset', 'crop', 'cutout', 'ricap', 'rotation'" in output
 
 
 def test_location_points_at_the_offending_key_deep_in_a_file(tmp_path):

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from auxcli.augment.pipeline import build_train_augment
 from auxcli.augment.targets import Targets
 from auxcli.spec import AUX_KINDS, Spec
-from auxcli.tasks import AUX_TASKS, ClassificationTask, CropTask, SegmentationTask, Task, build_tasks
+from auxcli.tasks import AUX_TASKS, ClassificationTask, CropTask, RotationTask, SegmentationTask, Task, build_tasks
 
 N, FEATURES, NUM_CLASSES = 8, 16, 100
 AUX = {
@@ -18,9 +18,10 @@ AUX = {
     "crop": {"kind": "crop", "crop_label": "visible", "weight": 0.5},
     "cutout": {"kind": "cutout"},
     "ricap": {"kind": "ricap"},
+    "rotation": {"kind": "rotation"},
 }
 AUGMENT = {"labelset": {}, "crop": {}, "cutout": {"cutout": {"size": 16}},
-           "ricap": {"ricap": {"beta": 0.3, "keep_off_edges": True}}}
+           "ricap": {"ricap": {"beta": 0.3, "keep_off_edges": True}}, "rotation": {"rotation": {"copies": "all"}}}
 
 
 def make_spec(kind: str) -> Spec:
@@ -45,8 +46,9 @@ def perfect_logits(task: Task, targets: Targets) -> torch.Tensor:
     if isinstance(task, SegmentationTask):
         target = task.target(targets)
         return F.one_hot(target, task.num_classes).permute(0, 3, 1, 2).float() * 20
-    labels = task.labels(targets) if isinstance(task, CropTask) else targets.classes[task.name]
-    return F.one_hot(labels, 20 if isinstance(task, ClassificationTask) else 9).float() * 20
+    labels = task.labels(targets) if isinstance(task, CropTask | RotationTask) else targets.classes[task.name]
+    width = 20 if isinstance(task, ClassificationTask) else 4 if isinstance(task, RotationTask) else 9
+    return F.one_hot(labels, width).float() * 20
 
 
 def test_every_aux_kind_of_the_spec_is_registered() -> None:
@@ -59,13 +61,14 @@ def test_head_output_fits_target_and_loss_is_differentiable(kind: str) -> None:
     task = aux_task(kind)
     assert task.name == "aux" and task.weight == spec.task.aux.weight
     assert task.eval_augmented == (kind != "labelset")
-    _, targets = augmented_batch(spec)
-    features = torch.randn(N, FEATURES, 8, 8, requires_grad=True)
+    images, targets = augmented_batch(spec)
+    m = images.shape[0]  # 4N with rotation copies
+    features = torch.randn(m, FEATURES, 8, 8, requires_grad=True)
     output = task.build_head(FEATURES)(features)
     if isinstance(task, SegmentationTask):
-        assert output.shape == (N, task.num_classes, *task.target(targets).shape[1:])
+        assert output.shape == (m, task.num_classes, *task.target(targets).shape[1:])
     else:
-        assert output.shape[0] == N and output.dim() == 2
+        assert output.shape[0] == m and output.dim() == 2
     loss = task.loss(output, targets)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
@@ -79,9 +82,9 @@ def test_summary_of_summed_batch_metrics_is_fractions(kind: str) -> None:
     head = task.build_head(FEATURES)
     sums: dict[str, float] = {}
     for seed in range(3):  # sums over batches, as the training loop accumulates them
-        _, targets = augmented_batch(spec, seed)
+        images, targets = augmented_batch(spec, seed)
         with torch.no_grad():
-            metrics = task.batch_metrics(head(torch.randn(N, FEATURES, 8, 8)), targets)
+            metrics = task.batch_metrics(head(torch.randn(images.shape[0], FEATURES, 8, 8)), targets)
         assert all(v.dim() == 0 for v in metrics.values())
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value)

@@ -1,10 +1,11 @@
 """The training and evaluation transforms, composed from the spec's `augment` section.
 
 Order (docs/study.md; official Cutout train.py; official RICAP): random crop -> horizontal flip -> normalise
-(to float32) -> Cutout -> RICAP. Crop and flip only move pixels, so they run on the uint8 images (a quarter
-of the memory traffic) with results identical to cropping floats. Cutout zeroes pixels after
-normalisation, as the official Cutout code; RICAP patches images that were each cropped and flipped
-already, as the study describes.
+(to float32) -> Cutout -> RICAP -> rotation (RotNet and SLA rotate the augmented image; with
+`copies: all` the batch leaves four times larger). Crop and flip only move pixels, so they run on the
+uint8 images (a quarter of the memory traffic) with results identical to cropping floats. Cutout zeroes
+pixels after normalisation, as the official Cutout code; RICAP patches images that were each cropped and
+flipped already, as the study describes.
 
 Every transform runs on the device of its input and draws only from the given generator, which must live
 on that device: the training loop creates `torch.Generator(device=images.device)` and seeds it, and
@@ -23,6 +24,7 @@ from auxcli.augment.cutout import cutout
 from auxcli.augment.flip import random_flip
 from auxcli.augment.normalize import normalize
 from auxcli.augment.ricap import ricap
+from auxcli.augment.rotation import rotate_copies
 from auxcli.augment.targets import Targets
 from auxcli.spec import AugmentSpec
 
@@ -48,6 +50,8 @@ def build_train_augment(augment: AugmentSpec, mean: torch.Tensor, std: torch.Ten
         if augment.ricap is not None:
             images, targets = ricap(images, targets, generator, beta=augment.ricap.beta,
                                     keep_off_edges=augment.ricap.keep_off_edges)
+        if augment.rotation is not None:
+            images, targets = rotate_copies(images, targets, generator, copies=augment.rotation.copies)
         return images, targets
 
     return train_augment

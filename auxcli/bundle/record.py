@@ -255,8 +255,10 @@ def dvc_md5(folder: Path) -> dict[str, str] | None:
     from ruamel.yaml import YAML
 
     for candidate in [folder, *folder.parents][:4]:
+        if not candidate.name:  # '.' or '/': a relative data root such as `data` reaches the working folder
+            continue
         dvc_file = candidate.with_name(candidate.name + ".dvc")
-        if candidate.name and dvc_file.is_file():
+        if dvc_file.is_file():
             try:
                 doc = YAML(typ="safe", pure=True).load(dvc_file.read_text())
                 return {"file": dvc_file.as_posix(), "md5": str(doc["outs"][0]["md5"])}

@@ -28,6 +28,7 @@ CATALOGUE: tuple[dict[str, Any], ...] = (
     {"backbone": "linear", "depth": None, "alpha": None},  # Table 2, "a single FC layer on raw pixels"
     {"backbone": "resnet", "depth": 20, "alpha": None},  # He et al. 2016, Table 6's smallest
     {"backbone": "resnet", "depth": 8, "alpha": None},  # the smallest 6n+2, for smoke runs
+    {"backbone": "wrn", "depth": 28, "alpha": None, "widen_factor": 10},  # Cutout's and RICAP's WRN-28-10
 )
 
 
@@ -90,26 +91,33 @@ def forward_flops(model: nn.Module, image_size: int = 32) -> int:
 
 
 def describe_backbones(backbone: str | None = None, depth: int | None = None, alpha: float | None = None,
-                       classes: int = 100) -> list[dict[str, Any]]:
+                       classes: int = 100, widen_factor: int | None = None) -> list[dict[str, Any]]:
     """Rows for `auxcli models`, one per configuration: backbone, depth, alpha, parameters (backbone
-    plus a `classes`-way classifier head), feature_width, and gflops (forward GFLOPs of one 32x32 image,
-    a multiply-add counted as 2 FLOPs; see `forward_flops`).
+    plus a `classes`-way classifier head), feature_width, gflops (forward GFLOPs of one 32x32 image,
+    a multiply-add counted as 2 FLOPs; see `forward_flops`) and widen_factor (Wide ResNet).
 
     Without filters: `CATALOGUE`. `backbone` keeps that backbone's entries (or names a new one);
-    `depth` and `alpha` set those fields on the entries they apply to (without `backbone`, the linear
-    model is dropped by `depth` and all but PyramidNet by `alpha`). Each configuration is checked by
+    `depth`, `alpha` and `widen_factor` set those fields on the entries they apply to (without `backbone`,
+    the linear model is dropped by `depth`, all but PyramidNet by `alpha`, all but WRN by `widen_factor`,
+    and a depth that only some backbones can have drops the others). Each configuration is checked by
     the spec's own rules; a `SpecError` names the option at fault (e.g. `--depth model.depth: 9 is not
     a valid resnet depth`). Networks are built on the meta device: no memory, no init time.
     """
     from auxcli.errors import SpecError
     from auxcli.specfile import validate_spec_data
 
-    locations = {("model", key): (f"--{key}", None, None)
-                 for key, value in (("backbone", backbone), ("depth", depth), ("alpha", alpha))
+    from auxcli.spec import valid_depth
+
+    locations = {("model", key): (f"--{key.replace('_', '-')}", None, None)
+                 for key, value in (("backbone", backbone), ("depth", depth), ("alpha", alpha),
+                                    ("widen_factor", widen_factor))
                  if value is not None}
+    entries = [c for c in CATALOGUE if backbone in (None, c["backbone"])] or [
+        {"backbone": backbone, "depth": None, "alpha": None}]
+    if backbone is None and depth is not None:  # keep the backbones that can have this depth, if any can
+        entries = [c for c in entries if valid_depth(c["backbone"], depth)] or entries
     configs: list[dict[str, Any]] = []
-    for entry in [c for c in CATALOGUE if backbone in (None, c["backbone"])] or [
-            {"backbone": backbone, "depth": None, "alpha": None}]:
+    for entry in entries:
         config = dict(entry)
         if depth is not None:
             if backbone is None and config["backbone"] == "linear":
@@ -119,6 +127,10 @@ def describe_backbones(backbone: str | None = None, depth: int | None = None, al
             if backbone is None and config["backbone"] != "pyramidnet":
                 continue
             config["alpha"] = alpha
+        if widen_factor is not None:
+            if backbone is None and config["backbone"] != "wrn":
+                continue
+            config["widen_factor"] = widen_factor
         if config not in configs:
             configs.append(config)
 
@@ -140,9 +152,10 @@ def describe_backbones(backbone: str | None = None, depth: int | None = None, al
             "parameters": count_parameters(network),
             "feature_width": network.backbone.feature_width,
             "gflops": forward_flops(network) / 1e9,
+            "widen_factor": spec.widen_factor,
         })
     return rows
 
 
 # The built-in backbones register themselves on import (they import `register_backbone` from here).
-from auxcli.models import linear, pyramidnet, resnet  # noqa: E402, F401
+from auxcli.models import linear, pyramidnet, resnet, wrn  # noqa: E402, F401

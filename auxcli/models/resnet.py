@@ -6,10 +6,12 @@ paper) on 32x32, 16x16 and 8x8 maps, and the classifier FC, which lives in `head
 
 Blocks are post-activation (conv-BN-ReLU-conv-BN, add, ReLU). Shortcuts are the paper's option A
 ("identity shortcuts in all cases ... exactly the same number of parameters as the plain counterparts"):
-stride-2 subsampling plus zero channels appended after the identity ones, as in the authors' Torch code
-(fb.resnet.torch, shortcutType 'A': stride-2 1x1 average pooling concatenated with zeros). So the
-backbone holds depth-1 convs and their BNs, nothing else: ResNet-110 with a 100-way head has exactly
-1,733,812 parameters.
+stride-2 subsampling plus zero channels, half of them before the identity channels and half after, as in
+the widely used reference CIFAR ResNet (akamaster/pytorch_resnet_cifar10, resnet.py, LambdaLayer:
+`F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4, planes // 4))`), so its published checkpoints load
+into this network and give the same outputs. (fb.resnet.torch appends all zeros after the identity;
+auxcli did so before: weights trained that way do not transfer.) So the backbone holds depth-1 convs and
+their BNs, nothing else: ResNet-110 with a 100-way head has exactly 1,733,812 parameters.
 
 Init: convs normal with std sqrt(2 / (k*k*out_channels)) (He et al. 2015; fb.resnet.torch's
 `MSRinit`, torchvision's kaiming_normal_ with mode="fan_out"), BN weight 1 and bias 0.
@@ -31,7 +33,7 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 
 
 class BasicBlock(nn.Module):
-    """conv-BN-ReLU-conv-BN, plus the parameter-free option-A shortcut, then ReLU."""
+    """conv-BN-ReLU-conv-BN, plus the parameter-free option-A shortcut (zeros padded on both sides), then ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1):
         super().__init__()
@@ -47,7 +49,8 @@ class BasicBlock(nn.Module):
         if self.stride > 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.extra_channels:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+            before = self.extra_channels // 2  # planes // 4 when the width doubles
+            x = F.pad(x, (0, 0, 0, 0, before, self.extra_channels - before))
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,21 @@ def report_figures(report: Report, fetch: FetchHistory) -> list[tuple[str, Figur
             figures.append((f"{table.id}-{metric.replace('_', '-')}{suffix}.png",
                             line_chart(f"{name}: {metric.replace('_', ' ')} per epoch (mean over seeds)",
                                        metric.replace("_", " "), found)))
+    for beyond in report.beyond:  # per-epoch test accuracy of each spec, its plain run dotted
+        series: dict[str, Series] = {}
+        for row in beyond.rows:
+            metric = row.metric.removeprefix("final_")
+            for label, ids, dotted in ((f"{row.spec_name} ({metric.replace('_', ' ')})", row.run_ids, False),
+                                       (f"{row.baseline_spec} (test acc)", row.baseline_run_ids, True)):
+                if label not in series and (found := _series(label, ids, metric if not dotted else "test_acc",
+                                                             fetch, dotted=dotted)):
+                    series[label] = found
+        if series:
+            suffix = f"-{beyond.suite}" if beyond.suite else ""
+            figures.append((f"beyond-test-acc{suffix}.png",
+                            line_chart("Beyond the study: test accuracy per epoch (mean over seeds)"
+                                       + (f" [{beyond.suite}]" if beyond.suite else ""), "accuracy",
+                                       list(series.values()))))
     generic = []
     for row in report.generic:
         metric = "test_aux_acc" if row.task.endswith(" alone") else "test_acc"

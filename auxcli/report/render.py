@@ -12,6 +12,7 @@ import json
 
 from tabulate import tabulate
 
+from auxcli.report.beyond import BeyondTable
 from auxcli.report.tables import GENERIC_METRICS, GenericRow, Report, Row, Table
 
 FORMATS = ("text", "github", "latex", "csv", "json")
@@ -83,6 +84,18 @@ def generic_grid(rows: list[GenericRow], pm: str = "±", note: bool = True) -> t
     return headers, body
 
 
+def beyond_grid(table: BeyondTable, pm: str = "±", note: bool = True) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of a "beyond the study" table: each spec beside its backbone's plain run."""
+    headers = ["row", "test acc %", "plain run", "plain test acc %", "delta vs plain", "n", "n plain"]
+    headers += ["note"] if note else []
+    body = []
+    for row in table.rows:
+        cells = [row.label, pct(row.value, row.std, pm), row.baseline_spec or "-",
+                 pct(row.baseline, row.baseline_std, pm), signed(row.delta_pp), str(row.n), str(row.baseline_n)]
+        body.append(cells + ([_note(row.missing_command, {})] if note else []))
+    return headers, body
+
+
 def footer_lines(report: Report) -> list[str]:
     f = report.footer
     lines = [
@@ -91,6 +104,10 @@ def footer_lines(report: Report) -> list[str]:
          "percentage points."),
         f"Paper: {f['paper']}.",
     ]
+    if report.beyond:
+        lines.append("Beyond the study: no paper numbers; delta vs plain = ours - the same backbone's plain run "
+                     "(final_test_acc), percentage points. SLA's two rows read one run (single and aggregated "
+                     "inference).")
     if f.get("excluded"):
         counts = ", ".join(f"{c} {s}" for s, c in f["excluded"].items())
         names = ", ".join(f"{r['run_name']} ({r['status']})" for r in f["excluded_runs"][:10])
@@ -114,6 +131,9 @@ def _sections(report: Report, fmt: str, heading: str) -> str:
     for table in report.tables:
         headers, body = table_grid(table)
         parts.append(f"{heading}{table.title}\n\n{tabulate(body, headers, tablefmt=fmt, disable_numparse=True)}")
+    for beyond in report.beyond:
+        headers, body = beyond_grid(beyond)
+        parts.append(f"{heading}{beyond.title}\n\n{tabulate(body, headers, tablefmt=fmt, disable_numparse=True)}")
     if report.generic:
         headers, body = generic_grid(report.generic)
         parts.append(f"{heading}Other specs\n\n{tabulate(body, headers, tablefmt=fmt, disable_numparse=True)}")
@@ -155,6 +175,9 @@ def _latex(report: Report) -> str:
     for table in report.tables:
         headers, body = table_grid(table, note=False)
         parts.append(_tabular(table.title, headers, body, 3 if table.transfer else 1))
+    for beyond in report.beyond:
+        headers, body = beyond_grid(beyond, note=False)
+        parts.append(_tabular(beyond.title, headers, body, 1))
     if report.generic:
         headers, body = generic_grid(report.generic, note=False)
         parts.append(_tabular("Other specs", headers, body, 3))
@@ -163,7 +186,8 @@ def _latex(report: Report) -> str:
 
 
 CSV_FIELDS = ("table", "suite", "key", "label", "spec_name", "column", "metric", "value", "std", "n", "paper",
-              "paper_std", "delta_pp", "protocol", "source", "run_ids", "missing_command")
+              "paper_std", "delta_pp", "protocol", "source", "run_ids", "missing_command",
+              "baseline", "baseline_n")  # beyond: source is the plain run, delta_pp ours - plain
 
 
 def _csv(report: Report) -> str:
@@ -188,6 +212,17 @@ def _csv(report: Report) -> str:
                     "source": " ".join(f"{s['spec']}:{s['run_id'] or ''}" for s in row.sources),
                     "run_ids": " ".join(row.run_ids), "missing_command": blank(row.missing_command),
                 })
+    for beyond in report.beyond:
+        for row in beyond.rows:
+            writer.writerow({
+                "table": beyond.id, "suite": beyond.suite, "key": row.key, "label": row.label,
+                "spec_name": blank(row.spec_name), "column": "test", "metric": row.metric,
+                "value": blank(row.value), "std": blank(row.std), "n": row.n,
+                "delta_pp": blank(row.delta_pp), "source": blank(row.baseline_spec),
+                "baseline": blank(row.baseline), "baseline_n": row.baseline_n,
+                "run_ids": " ".join(row.run_ids + row.baseline_run_ids),
+                "missing_command": blank(row.missing_command),
+            })
     for row in report.generic:
         for metric, label in GENERIC_METRICS:
             writer.writerow({

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from auxcli.report.aggregate import Aggregate, Group
+from auxcli.report.beyond import BeyondTable, beyond_tables, claimed_names
 from auxcli.report.paper import TABLES, PaperTable, match_key
 
 PAPER_SOURCE = ("Yamada, Iwamura, Kise, 'A study of additional tasks that improve image classification "
@@ -82,6 +83,7 @@ class Report:
     tables: list[Table]
     generic: list[GenericRow]
     footer: dict
+    beyond: list[BeyondTable] = field(default_factory=list)  # specs/beyond/ beside their plain runs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,8 +97,13 @@ def build_report(agg: Aggregate, *, specs: list[SpecRef] | None = None, footer: 
         named = {s.name: (s.stem, s) for s in specs}
     by_row: dict[tuple[str, str], tuple[str, SpecRef | None]] = {}
     generic: list[tuple[str, SpecRef | None]] = []
+    beyond_names = {name: (mapping_name, spec.path if spec else None)
+                    for name, (mapping_name, spec) in named.items() if match_key(mapping_name) is None}
+    in_beyond = claimed_names(beyond_names)
     for name, (mapping_name, spec) in named.items():
         hit = match_key(mapping_name)
+        if name in in_beyond:
+            continue
         if hit is None or hit in by_row:
             generic.append((name, spec))
         else:
@@ -106,7 +113,8 @@ def build_report(agg: Aggregate, *, specs: list[SpecRef] | None = None, footer: 
     spec_dirs = {match_key(s.stem)[0]: Path(s.path).parent for s in specs or () if match_key(s.stem)}
     tables = [_table(t, suite, by_row, agg, spec_dirs) for suite in suites for t in TABLES]
     rows = [_generic_row(name, spec, agg) for name, spec in sorted(generic, key=lambda x: x[0])]
-    return Report(tables, rows, {**base_footer(agg), **(footer or {})})
+    beyond = beyond_tables({n: beyond_names[n] for n in in_beyond}, agg)
+    return Report(tables, rows, {**base_footer(agg), **(footer or {})}, beyond)
 
 
 def base_footer(agg: Aggregate) -> dict:
@@ -185,6 +193,8 @@ def describe_task(params: dict[str, str]) -> str:
     """`gt`, `gt + cutout`, `cutout alone`, `gt + labelset(superclass)` from flattened params."""
     labels = params.get("task.labels", "?")
     kind = params.get("task.aux.kind")
+    if params.get("task.joint") == "sla":
+        return f"{labels} x rotation (SLA joint)"
     if not kind or kind == "null":
         return labels
     if kind == "labelset":
@@ -195,7 +205,9 @@ def describe_task(params: dict[str, str]) -> str:
 def describe_model(params: dict[str, str]) -> str:
     backbone = params.get("model.backbone", "?")
     depth = params.get("model.depth")
-    return backbone if not depth or depth == "null" else f"{backbone}-{depth}"
+    name = backbone if not depth or depth == "null" else f"{backbone}-{depth}"
+    widen = params.get("model.widen_factor")
+    return name if not widen or widen == "null" else f"{name}-{widen}"  # wrn-28-10
 
 
 def _generic_row(name: str, spec: SpecRef | None, agg: Aggregate) -> GenericRow:

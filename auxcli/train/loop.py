@@ -2,7 +2,8 @@
 
 The loop knows heads, losses and metrics only through the `Task` interface: the objective is
 `sum(task.weight * task.loss(...))`, and metric sums stay on the device until the epoch ends (one
-synchronisation per epoch, not per batch).
+synchronisation per epoch, not per batch). A transform may return more images than it was given
+(rotation copies); losses are weighted by the images that reach the model.
 """
 
 from __future__ import annotations
@@ -95,13 +96,29 @@ def train_step(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.O
     return loss.detach()
 
 
+def eval_views(tasks: Sequence[Task]) -> Callable[[torch.Tensor, Targets], tuple[torch.Tensor, Targets]] | None:
+    """The one test view transform the tasks ask for (`Task.eval_views`), or None; tasks scored in one pass
+    see the same images, so two different ones are an error."""
+    # getattr: a task written before `eval_views` joined the interface is scored on the batch as given
+    asked = [view for task in tasks if (view := getattr(task, "eval_views", None)) is not None]
+    views = list({id(view): view for view in asked}.values())
+    if len(views) > 1:
+        raise ValueError(f"tasks {[task.name for task in tasks]} ask for different test views; "
+                         "evaluate them in separate passes")
+    return views[0] if views else None
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, tasks: Sequence[Task], split: SplitTensors, *, batch_size: int,
              transform: Transform, generator: torch.Generator | None, runtime: Runtime) -> dict[str, float]:
-    """Metric sums of `tasks` on the whole split, in file order, the model in eval mode."""
+    """Metric sums of `tasks` on the whole split, in file order, the model in eval mode. A batch of
+    `batch_size` images grows by the tasks' `eval_views` (SLA: 4x) before the forward pass."""
     sums = Sums()
     order = torch.arange(len(split), device=split.images.device)
+    views = eval_views(tasks)
     for index in batch_indices(order, batch_size):
         images, targets = transform(*split.batch(index), generator)
+        if views is not None:
+            images, targets = views(images, targets)
         _objective(model, tasks, _prepare(images, runtime), targets, sums, runtime)
     return sums.read()

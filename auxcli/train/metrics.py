@@ -3,7 +3,10 @@
 Per epoch: `train_loss` (the objective: main loss + weight * aux loss), `train_acc`, `test_loss` (main
 head, clean test images), `test_acc`, `lr`, `epoch_seconds` (train + test), `eval_seconds`,
 `images_per_second` (training phase); with an auxiliary task `train_aux_loss`, `train_aux_acc`,
-`test_aux_loss`, `test_aux_acc` and, for segmentation, `train_aux_miou`/`test_aux_miou`. Summary:
+`test_aux_loss`, `test_aux_acc` and, for segmentation, `train_aux_miou`/`test_aux_miou`; with SLA's joint
+head (`task.joint: sla`) `train_acc`/`test_acc` are single inference (rotation 0), plus
+`train_acc_aggregated`/`test_acc_aggregated` (mean of the four rotations' joint logits) and
+`train_joint_acc`/`test_joint_acc` (its `test_loss` is the joint loss over the four rotations). Summary:
 `final_*` of the last epoch (the study reports the final epoch), `best_test_acc` and `best_epoch`.
 Accuracies are fractions in [0, 1].
 """
@@ -15,7 +18,8 @@ from collections.abc import Sequence
 from auxcli.tasks import Task
 
 FINAL_KEYS = ("train_acc", "test_acc", "train_loss", "test_loss", "train_aux_acc", "test_aux_acc",
-              "train_aux_miou", "test_aux_miou")
+              "train_aux_miou", "test_aux_miou",
+              "train_acc_aggregated", "test_acc_aggregated", "train_joint_acc", "test_joint_acc")  # SLA
 
 
 def metric_name(split: str, task: Task, key: str) -> str:
