@@ -51,3 +51,12 @@ def tiny_spec(workdir):
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _cli_environment_per_test():
+    """The CLI exports its verbosity (-q/-v) and command line for the processes it starts; in one pytest
+    process that would leak from one test's `invoke` into the next test."""
+    yield
+    for name in ("AUXCLI_VERBOSITY", "AUXCLI_COMMAND"):
+        os.environ.pop(name, None)
