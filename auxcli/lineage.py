@@ -99,3 +99,11 @@ def run_description(spec: Spec, seed: int, *, command: str, git: GitState, data:
         lines.append(f"- transfer ({mode}) from {origin}")
     lines += ["", "Resolved spec:", "", "```yaml", spec_text.rstrip(), "```"]
     return "\n".join(lines) + "\n"
+
+
+def parent_description(spec: Spec, *, command: str, spec_text: str) -> str:
+    """The description of a spec's parent run: what its numbers aggregate, and the spec."""
+    seeds = ", ".join(map(str, spec.seeds))
+    return (f"**{spec.name}**: mean and sample std (`<metric>_std`) over seeds {seeds} of their summary "
+            f"metrics; each seed is a child run `{spec.name}-s<seed>`. First run by `{command}`.\n\n"
+            f"Resolved spec:\n\n```yaml\n{spec_text.rstrip()}\n```\n")

@@ -112,10 +112,10 @@ class RunTracker:
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id or self.run_id, params=items[start:start + 100])
 
-    def spec_parent(self, spec_name: str, spec_sha256: str, tags: dict[str, str], params: dict[str, Any]) -> str:
-        """The parent run of a spec (same name and resolved spec), created on first use; returns its id.
-
-        It stays RUNNING while seeds run and holds their aggregates (`update_parent`)."""
+    def spec_parent(self, spec_name: str, spec_sha256: str, tags: dict[str, str], params: dict[str, Any],
+                    description: str | None = None) -> str:
+        """The parent run of a spec (same name and resolved spec), created on first use with `description`;
+        returns its id. It stays RUNNING while seeds run and holds their aggregates (`update_parent`)."""
         found = self.client.search_runs(
             [self.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
             filter_string=f"tags.`{PARENT_TAG}` = 'true' and tags.`auxcli.spec_name` = '{spec_name}' "
@@ -123,7 +123,8 @@ class RunTracker:
         if found:
             return found[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=spec_name, tags={
-            **tags, PARENT_TAG: "true", "auxcli.spec_name": spec_name, "auxcli.spec_sha256": spec_sha256})
+            **tags, PARENT_TAG: "true", "auxcli.spec_name": spec_name, "auxcli.spec_sha256": spec_sha256,
+            **({"mlflow.note.content": description} if description else {})})
         self.log_params(params, run.info.run_id)
         return run.info.run_id
 

@@ -141,6 +141,7 @@ def test_one_parent_per_spec_holds_the_mean_and_sample_std_of_its_seeds(store):
         assert parent.data.metrics[metric] == pytest.approx(statistics.fmean(values))
         assert parent.data.metrics[f"{metric}_std"] == pytest.approx(statistics.stdev(values))
     assert parent.data.metrics["seeds_finished"] == 2
+    assert "over seeds 0, 1" in parent.data.tags["mlflow.note.content"]
     assert parent.data.params["train.epochs"] == "2"
 
 

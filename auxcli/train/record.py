@@ -16,7 +16,14 @@ from typing import Any, Protocol
 from auxcli import console
 from auxcli.bundle.record import RECORD_DIR, write_record
 from auxcli.gitinfo import git_state
-from auxcli.lineage import DataIdentity, command_line, data_identity, run_description, source_tags
+from auxcli.lineage import (
+    DataIdentity,
+    command_line,
+    data_identity,
+    parent_description,
+    run_description,
+    source_tags,
+)
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.specfile import dump_spec
@@ -85,7 +92,9 @@ class RunRecorder:
         git, command, sha = git_state(), command_line(), spec_sha256(spec)
         standard = source_tags(git, command)
         params = flatten(spec.to_plain())
-        self.parent_run_id = tracker.spec_parent(spec.name, sha, {**standard, **git.as_tags()}, params)
+        self.parent_run_id = tracker.spec_parent(
+            spec.name, sha, {**standard, **git.as_tags()}, params,
+            description=parent_description(spec, command=command, spec_text=dump_spec(spec)))
         all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
                     "auxcli.spec_sha256": sha, **git.as_tags(), **standard, **tags}
         tracker.start(run_label(spec, self.seed), all_tags, params, parent_run_id=self.parent_run_id)
