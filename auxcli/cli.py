@@ -243,6 +243,32 @@ def data_verify(
     if not report.ok:
         raise DataError(report.failure())
 
+@data_app.command("prepare")
+def data_prepare(
+    paths: SpecPaths,
+    set_: SetOption = None,
+    params: Annotated[Path | None, typer.Option(
+        help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    suite: Annotated[str | None, typer.Option(
+        help="Fail unless the params file's `suite` is this one (dvc.yaml passes the suite it was made for).")]
+    = None,
+) -> None:
+    """Download and verify (CIFAR-100/10) or generate (synthetic) every archive the specs read.
+
+    The DVC pipeline's `data` stage: its output, the data folder, is pinned in dvc.lock and moved by dvc push/pull.
+    """
+    from auxcli.data.prepare import format_prepared, prepare_data
+    from auxcli.pipeline import check_suite
+    from auxcli.project import workspace_root
+    from auxcli.specfile import load_spec, params_overrides
+
+    if suite is not None and params is not None:
+        check_suite(params, suite)
+    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    specs = [load_spec(f, overrides) for f in _spec_files(paths)]
+    typer.echo(format_prepared(prepare_data([s.data for s in specs]), workspace_root()))
+
+
 # ---------------------------------------------------------------------------------------------- report, ui
 
 class ReportFormat(str, Enum):
@@ -339,19 +365,43 @@ def bench(
 
 @app.command()
 def pipeline(
-    paths: SpecPaths,
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Spec files or folders (default: specs/<suite>, the params file's `suite`).")] = None,
     out: Annotated[Path, typer.Option(help="Where to write the DVC pipeline.")] = Path("dvc.yaml"),
     params: Annotated[str, typer.Option(help="The params file every stage reads.")] = "params.yaml",
 ) -> None:
-    """Write a dvc.yaml with one stage per spec (transfers depend on their sources' final.pt)."""
-    from auxcli.pipeline import dvc_yaml
-    from auxcli.specfile import load_spec
+    """Write dvc.yaml: a data stage, one stage per spec (transfers after their sources), metrics and plots."""
+    from auxcli.pipeline import dvc_yaml, ensure_dvcignore, suite_folder
+    from auxcli.specfile import load_spec, params_overrides
 
+    suite = None
+    if not paths:
+        folder = suite_folder(params)
+        paths, suite = [folder], folder.name
     files = _spec_files(paths)
-    out.write_text(dvc_yaml([(f, load_spec(f)) for f in files], params_file=params))
+    overrides = params_overrides(params) if Path(params).exists() else []
+    out.write_text(dvc_yaml([(f, load_spec(f, overrides)) for f in files], params_file=params, suite=suite))
     if not Path(params).exists():
         Path(params).write_text("{}\n")
-    typer.echo(f"wrote {out} ({len(files)} stages)")
+    ensure_dvcignore()
+    typer.echo(f"wrote {out} (data + {len(files)} run stages{f', suite {suite}' if suite else ''})")
+
+
+@app.command()
+def results(
+    paths: SpecPaths,
+    set_: SetOption = None,
+    params: Annotated[Path | None, typer.Option(
+        help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder of the git-tracked results.")] = Path("results"),
+) -> None:
+    """Copy each finished run's final numbers (numeric only) and history under results/, for DVC to compare."""
+    from auxcli.results import write_results
+    from auxcli.specfile import load_spec, params_overrides
+
+    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    written = [p for f in _spec_files(paths) for p in write_results(load_spec(f, overrides), out)]
+    typer.echo(f"wrote {len(written)} files under {out}/")
 
 
 # ---------------------------------------------------------------------------------------------- bundle, reproduce

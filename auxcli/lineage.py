@@ -1,5 +1,6 @@
-"""What a run records about where it came from: source and git tags, the data set's identity, and the
-run's description. Pure functions over the spec, the git state and the command line; no MLflow here.
+"""What a run records about where it came from: source and git tags and the run's description (the data
+set's identity is `auxcli.data.identity`). Pure functions over the spec, the git state and the command
+line; no MLflow here.
 
 Tag names are MLflow's own (mlflow.org/docs/latest/ml/tracking/tracking-api, "System Tags"):
 `mlflow.source.name`, `mlflow.source.type`, `mlflow.source.git.commit`, `mlflow.source.git.branch`,
@@ -9,16 +10,14 @@ Tag names are MLflow's own (mlflow.org/docs/latest/ml/tracking/tracking-api, "Sy
 from __future__ import annotations
 
 import getpass
-import hashlib
-import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from auxcli.data.identity import DataIdentity
 from auxcli.gitinfo import GitState, _git
-from auxcli.spec import DataSpec, Spec
+from auxcli.spec import Spec
 
 
 def command_line(argv: list[str] | None = None) -> str:
@@ -48,43 +47,6 @@ def source_tags(git: GitState, command: str, cwd: Path | None = None) -> dict[st
     return tags
 
 
-@dataclass(frozen=True)
-class DataIdentity:
-    """A data set as MLflow records it: a name, a digest of the exact files, where they are."""
-
-    name: str  # e.g. cifar100, synthetic-20x5-seed0, cifar100-subset50
-    digest: str  # 16 hex digits of sha256 over the files' md5s and the subset
-    source: str  # the archive folder, absolute
-    profile: dict = field(default_factory=dict)  # the files' md5s and the subset
-
-
-def data_identity(data: DataSpec) -> DataIdentity:
-    """The identity of the archive `data` names, from the md5s its files are checked against on loading
-    (torchvision's list for CIFAR, the manifest for generated archives), so nothing is hashed again."""
-    from torchvision.datasets import CIFAR10, CIFAR100
-
-    from auxcli.data.cifar import expected_md5s
-    from auxcli.data.synthetic import ARCHIVE_FOLDER, manifest_md5s, read_manifest, synthetic_folder
-
-    root = Path(data.root)
-    if data.dataset == "synthetic":
-        synth = data.synthetic
-        folder = synthetic_folder(root, train_per_class=synth.train_per_class,
-                                  test_per_class=synth.test_per_class, seed=synth.seed) / ARCHIVE_FOLDER
-        md5s = manifest_md5s(read_manifest(folder))
-        name = f"synthetic-{synth.train_per_class}x{synth.test_per_class}-seed{synth.seed}"
-    else:
-        dataset_cls = CIFAR100 if data.dataset == "cifar100" else CIFAR10
-        folder = root / dataset_cls.base_folder
-        md5s = expected_md5s(dataset_cls)
-        name = data.dataset
-    if data.subset is not None:
-        name += f"-subset{data.subset}"
-    profile = {"files_md5": dict(sorted(md5s.items())), "subset_per_class": data.subset}
-    digest = hashlib.sha256(json.dumps(profile, sort_keys=True).encode()).hexdigest()[:16]
-    return DataIdentity(name, digest, str(folder.resolve()), profile)
-
-
 def run_description(spec: Spec, seed: int, *, command: str, git: GitState, data: DataIdentity | None,
                     spec_text: str, source_link: str | None = None) -> str:
     """The run's description (markdown, shown on the run's page): what ran, from where, on what."""
@@ -92,7 +54,8 @@ def run_description(spec: Spec, seed: int, *, command: str, git: GitState, data:
     if git.dirty is not None:
         lines.append(f"- git: `{git.commit[:12]}` on `{git.branch}`" + (" (uncommitted changes)" if git.dirty else ""))
     if data is not None:
-        lines.append(f"- data: `{data.name}` (digest `{data.digest}`)")
+        dvc = f", DVC md5 `{data.dvc_md5}`" if data.dvc_md5 else ""
+        lines.append(f"- data: `{data.name}` (digest `{data.short_digest}`{dvc})")
     if spec.transfer is not None:
         mode = spec.transfer.mode + (f", bn {spec.transfer.bn}" if spec.transfer.mode == "linear" else "")
         origin = source_link or f"`{spec.transfer.from_}`"

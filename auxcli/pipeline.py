@@ -1,23 +1,85 @@
-"""`auxcli pipeline`: a `dvc.yaml` with one stage per spec, so `dvc repro` runs a whole suite.
+"""`auxcli pipeline`: the `dvc.yaml` that runs a suite of specs, so `dvc repro` runs the whole study.
 
-Each stage runs `auxcli run <spec> --params params.yaml --force` (DVC only runs a stage when something
-it depends on changed, so a run it starts must retrain). A stage depends on its spec file and the
-spec's `extends` bases, the auxcli package, every parameter in `params.yaml` (overrides applied to every
-spec; `dvc exp run -S train.epochs=5` edits that file) and, for a transfer, the source's `final.pt`
-files, which is how DVC orders pretraining before probing and fine-tuning. Its outputs are the fixed
-run-folder paths: `final.pt` per seed (cached), `metrics.json` (DVC metrics) and `history.csv` (plots).
+`params.yaml` chooses the suite (`suite: mini` runs `specs/mini/`) and holds the overrides applied to
+every spec (`seeds`, `train.epochs`, ...; `dvc exp run -S train.epochs=5` edits them). Stages:
+- `data`: `auxcli data prepare` downloads/verifies or generates every archive the suite reads; its output
+  is the data folder (kept between runs, `persist`), so dvc.lock pins the data's md5 and push/pull move
+  it. It depends on the specs, the data code and only the `suite`/`data` keys of params.yaml, so a
+  training knob never re-prepares data.
+- one stage per spec, in run order: `auxcli run` then `auxcli results`. It depends on its spec file and
+  `extends` bases, the auxcli package, the data folder, every key of params.yaml and, for a transfer,
+  the source's run folder (which is how DVC orders pretraining before probing and fine-tuning). Outputs:
+  the run folder `runs/<name>/` (cached: weights, history, metrics, resolved spec; `last.pt` is in
+  `.dvcignore`), and git-tracked `results/metrics/<name>/` (DVC metrics, numeric) and
+  `results/history/<name>/` (what the plots draw). DVC deletes the run folder before re-running a stage,
+  so a stage it runs trains afresh without `--force`, and a workspace restored by `dvc pull` has nothing
+  to do.
+Top-level `plots:` draw accuracy and loss per epoch (train and test) for each run, and the study's
+Figures 2 and 3 (training loss/accuracy of the fine-tuning runs against training from scratch).
 """
 
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 from ruamel.yaml import YAML
 
+from auxcli.errors import Problem, SpecError
 from auxcli.plan import plan_order
-from auxcli.runfolder import RunFolder
+from auxcli.results import RESULTS_DIR, history_dir, metrics_dir
 from auxcli.spec import Spec
+
+SUITES_DIR = "specs"
+DEFAULT_SUITE = "mini"
+DATA_PARAMS: tuple[str, ...] = ("suite", "data")  # the params.yaml keys the data stage reads
+
+
+def read_params(params_file: str | Path) -> dict:
+    """params.yaml as a plain mapping ({} when absent or empty)."""
+    path = Path(params_file)
+    if not path.is_file():
+        return {}
+    doc = YAML(typ="safe", pure=True).load(path.read_text())
+    if doc is not None and not isinstance(doc, dict):
+        raise SpecError([Problem(str(path), 1, 1, "", "a params file must be a mapping", "keys of the spec")])
+    return doc or {}
+
+
+def suite_folder(params_file: str | Path) -> Path:
+    """`specs/<suite>` for the params file's `suite` (default mini); `SpecError` when that folder is missing."""
+    suite = str(read_params(params_file).get("suite", DEFAULT_SUITE))
+    folder = Path(SUITES_DIR) / suite
+    if not folder.is_dir():
+        known = sorted(p.name for p in Path(SUITES_DIR).iterdir() if p.is_dir()) if Path(SUITES_DIR).is_dir() else []
+        raise SpecError([Problem(str(params_file), None, None, "suite", f"no spec folder {folder}/ for suite {suite!r}",
+                                 ", ".join(known) or "a folder of specs under specs/")])
+    return folder
+
+
+def check_suite(params_file: str | Path, expected: str) -> None:
+    """Raise `SpecError` unless params.yaml's `suite` is the one dvc.yaml was generated for."""
+    suite = read_params(params_file).get("suite", DEFAULT_SUITE)
+    if str(suite) != expected:
+        raise SpecError([Problem(str(params_file), None, None, "suite",
+                                 f"dvc.yaml runs suite {expected!r} but params.yaml asks for {suite!r}; run "
+                                 "`auxcli pipeline` to regenerate dvc.yaml for it, then `dvc repro`",
+                                 f"{expected}, or a regenerated dvc.yaml")])
+
+
+# Run-folder files DVC should not cache: resume state (2x the weights) and atomic-write temporaries.
+DVCIGNORE_LINES: tuple[str, ...] = ("last.pt", ".*.tmp")
+
+
+def ensure_dvcignore(path: Path = Path(".dvcignore")) -> None:
+    """Add `DVCIGNORE_LINES` to .dvcignore (when the project uses DVC) unless they are there."""
+    if not path.exists() and not Path(".dvc").is_dir():
+        return
+    lines = path.read_text().splitlines() if path.exists() else []
+    missing = [line for line in DVCIGNORE_LINES if line not in lines]
+    if missing:
+        path.write_text("\n".join([*lines, "# auxcli run folders: resume state and temporaries", *missing]) + "\n")
 
 
 def _bases(spec_file: Path) -> list[Path]:
@@ -31,40 +93,110 @@ def _bases(spec_file: Path) -> list[Path]:
     return found
 
 
-def _run_file(spec: Spec, seed: int, name: str) -> str:
-    return (RunFolder.of(spec, seed).root / name).as_posix()
+def _relative(path: str | Path) -> str | None:
+    """`path` relative to the current directory (the repository root), or None when it lies outside."""
+    rel = os.path.relpath(Path(path).resolve(), Path.cwd().resolve())
+    return None if rel.startswith("..") else Path(rel).as_posix()
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
 
 
 def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "params.yaml",
-                    package: str = "auxcli") -> dict:
-    """The `stages:` mapping of dvc.yaml for these specs, in run order."""
+                    package: str = "auxcli", suite: str | None = None) -> dict:
+    """The `stages:` mapping of dvc.yaml for these specs: `data`, then one stage per spec in run order."""
+    from auxcli.project import anchored
+
     by_name = {spec.name: spec for _, spec in specs}
     files = {spec.name: path for path, spec in specs}
+    spec_deps = {name: _unique([path.as_posix(), *(b.as_posix() for b in _bases(path))])
+                 for name, path in files.items()}
+    code = [package] if Path(package).is_dir() else []  # the code, when run from a checkout
+    data_roots = _unique([r for _, s in specs if (r := _relative(anchored(s.data.root))) is not None])
+    spec_args = " ".join(sorted({p.parent.as_posix() if suite else p.as_posix() for p in files.values()}))
+    present = read_params(params_file)
     stages: dict[str, dict] = {}
+    stages["data"] = {
+        "cmd": f"auxcli data prepare {spec_args} --params {params_file}" + (f" --suite {suite}" if suite else ""),
+        "deps": _unique([d for name in files for d in spec_deps[name]])
+        + ([f"{package}/data"] if code else []),
+        **({"params": [{params_file: [k for k in DATA_PARAMS if k in present]}]}
+           if any(k in present for k in DATA_PARAMS) else {}),
+        "outs": [{root: {"persist": True}} for root in data_roots],
+    }
     for spec in plan_order([spec for _, spec in specs]):
-        path = files[spec.name]
-        deps = [path.as_posix(), *(b.as_posix() for b in _bases(path))]
-        deps += [package] if Path(package).is_dir() else []  # the code, when run from a checkout
+        path = files[spec.name].as_posix()
         source = by_name.get(spec.transfer.from_) if spec.transfer else None
-        if source is not None:
-            deps += [_run_file(source, seed, "final.pt") for seed in source.seeds]
+        own_data = _relative(anchored(spec.data.root))
         stages[spec.name] = {
-            "cmd": f"auxcli run {path.as_posix()} --params {params_file} --force",
-            "deps": deps,
+            "cmd": f"auxcli run {path} --params {params_file} && auxcli results {path} --params {params_file}",
+            "deps": [*spec_deps[spec.name], *code, *([own_data] if own_data else []),
+                     *([_source_dep(source)] if source is not None else [])],
             "params": [{params_file: None}],
-            "outs": [_run_file(spec, seed, "final.pt") for seed in spec.seeds],
-            "metrics": [{_run_file(spec, seed, "metrics.json"): {"cache": False}} for seed in spec.seeds],
-            "plots": [{_run_file(spec, seed, "history.csv"): {"cache": False, "x": "epoch"}}
-                      for seed in spec.seeds],
+            "outs": ([_run_dir(spec)] if _run_dir(spec) else [])
+            + [{history_dir(Path(RESULTS_DIR), spec.name).as_posix(): {"cache": False}}],
+            "metrics": [{metrics_dir(Path(RESULTS_DIR), spec.name).as_posix(): {"cache": False}}],
         }
     return stages
 
 
-def dvc_yaml(specs: list[tuple[Path, Spec]], *, params_file: str = "params.yaml") -> str:
+def _run_dir(spec: Spec) -> str | None:
+    """The spec's run folder `runs/<name>` relative to the repository (None when runs_dir lies outside)."""
+    from auxcli.project import anchored
+
+    runs = _relative(anchored(spec.runtime.runs_dir))
+    return f"{runs}/{spec.name}" if runs else None
+
+
+def _source_dep(source: Spec) -> str:
+    """What a transfer waits for: the source's run folder (its weights), or its git-tracked history when the
+    run folders lie outside the repository (DVC still orders the stages by it)."""
+    return _run_dir(source) or history_dir(Path(RESULTS_DIR), source.name).as_posix()
+
+
+def pipeline_plots(specs: list[Spec]) -> list[dict]:
+    """Top-level `plots:`: accuracy and loss per epoch (train and test) for each run, and Figures 2-3."""
+    from auxcli.report.paper import FIGURES, match_key
+
+    def history(spec: Spec, seed: int) -> str:
+        return (history_dir(Path(RESULTS_DIR), spec.name) / f"seed-{seed}.csv").as_posix()
+
+    plots: list[dict] = []
+    for spec in plan_order(specs):
+        for seed in spec.seeds:
+            for label, fields in _history_fields(spec).items():
+                plots.append({f"{spec.name}-s{seed} {label}": {
+                    "x": "epoch", "y": {history(spec, seed): fields},
+                    "y_label": label, "title": f"{spec.name} seed {seed}: {label} per epoch"}})
+    by_key = {m[1]: s for s in specs if (m := match_key(s.name))}
+    for figure in FIGURES:
+        keys = [key for key, _ in figure.curves] + [figure.baseline[0]]
+        y = {history(by_key[k], seed): figure.metric for k in keys if k in by_key for seed in by_key[k].seeds}
+        if len(y) > 1:
+            plots.append({figure.id: {"x": "epoch", "y": y, "y_label": figure.ylabel,
+                                      "title": f"{figure.title} (vs {figure.baseline[0]} from scratch)"}})
+    return plots
+
+
+def _history_fields(spec: Spec) -> dict[str, list[str]]:
+    """history.csv columns per chart (auxcli.train.metrics): main head, plus the auxiliary head if any;
+    `train_loss` is the whole objective, the test losses are per head."""
+    main = spec.task.labels != "none"
+    aux = spec.task.aux is not None
+    return {
+        "accuracy": [*(["train_acc", "test_acc"] if main else []), *(["train_aux_acc", "test_aux_acc"] if aux else [])],
+        "loss": ["train_loss", *(["test_loss"] if main else []), *(["test_aux_loss"] if aux else [])],
+    }
+
+
+def dvc_yaml(specs: list[tuple[Path, Spec]], *, params_file: str = "params.yaml", suite: str | None = None) -> str:
     out = io.StringIO()
     yaml = YAML(typ="rt", pure=True)
     yaml.default_flow_style = False
     yaml.width = 200
-    out.write("# Generated by `auxcli pipeline`; regenerate after adding or renaming specs.\n")
-    yaml.dump({"stages": pipeline_stages(specs, params_file=params_file)}, out)
+    made_for = f" for suite {suite!r} (params.yaml: suite)" if suite else ""
+    out.write(f"# Generated by `auxcli pipeline`{made_for}; regenerate after adding or renaming specs.\n")
+    yaml.dump({"stages": pipeline_stages(specs, params_file=params_file, suite=suite),
+               "plots": pipeline_plots([spec for _, spec in specs])}, out)
     return out.getvalue()

@@ -2,7 +2,8 @@
 
 `spec.resolved.yaml` (what ran), `history.csv` (one row per epoch), `last.pt` (resume state, after every
 epoch), `final.pt` (weights for transfer) and `metrics.json` (final and best numbers). `metrics.json`
-is written last: its presence means the run finished.
+is written last: its presence means the run finished. A relative `runtime.runs_dir` is anchored at the
+repository root (`auxcli.project.anchored`), so every subfolder sees the same runs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.errors import OutputError
+from auxcli.project import anchored
 from auxcli.spec import Spec
 
 
@@ -47,7 +49,7 @@ class RunFolder:
 
     @classmethod
     def of(cls, spec: Spec, seed: int) -> RunFolder:
-        return cls(Path(spec.runtime.runs_dir) / spec.name / f"seed-{seed}")
+        return cls(anchored(spec.runtime.runs_dir) / spec.name / f"seed-{seed}")
 
     spec = property(lambda self: self.root / "spec.resolved.yaml")
     history = property(lambda self: self.root / "history.csv")

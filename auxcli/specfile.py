@@ -325,8 +325,12 @@ def _problem_from_pydantic(err: dict, data: dict, locations: dict[Path_, Locatio
     return _problem_at(path, message, allowed, locations, source)
 
 
+PIPELINE_KEYS: tuple[str, ...] = ("suite",)  # params.yaml keys that configure the DVC pipeline, not the specs
+
+
 def params_overrides(path: str | Path) -> list[str]:
-    """A params file (a YAML mapping, e.g. DVC's params.yaml) as `--set` overrides, leaf by leaf."""
+    """A params file (a YAML mapping, e.g. DVC's params.yaml) as `--set` overrides, leaf by leaf; the
+    pipeline's own keys (`PIPELINE_KEYS`) are not overrides and are left out."""
     import json
 
     source = str(path)
@@ -350,4 +354,4 @@ def params_overrides(path: str | Path) -> list[str]:
                 out.append(f"{prefix}{key}={json.dumps(value)}")
         return out
 
-    return leaves(doc, "")
+    return leaves({k: v for k, v in doc.items() if k not in PIPELINE_KEYS}, "")

@@ -1,8 +1,9 @@
 """The only module that talks to MLflow while training: store resolution, one run per seed, logging.
 
 The MLflow contract (the report, the DVC pipeline and users' queries read it):
-- store: `tracking.uri`, else `MLFLOW_TRACKING_URI`, else MLflow's embedded default
-  `sqlite:///<cwd>/mlflow.db` with artifacts in `<cwd>/mlartifacts`;
+- store: `tracking.uri`, else `MLFLOW_TRACKING_URI`, else the embedded default
+  `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlartifacts`, where `<root>` is the project's
+  repository (`auxcli.project.store_root`: also the user's repository inside `dvc exp run --temp`/`--queue`);
 - experiment `tracking.experiment`; one run per seed named `<name>-s<seed>`;
 - tags `auxcli.spec_name`, `auxcli.seed`, `auxcli.spec_sha256`, `auxcli.git_commit`, `auxcli.git_branch`,
   `auxcli.git_dirty`, and for transfers `auxcli.transfer.*` (source run id, checkpoint path and sha256);
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.errors import TrackingError
+from auxcli.project import store_root
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
@@ -47,14 +49,14 @@ def resolve_tracking_uri(uri: str | None) -> str:
         return uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path.cwd().resolve() / DEFAULT_DB}"
+    return f"sqlite:///{store_root() / DEFAULT_DB}"
 
 
 def default_artifact_location(experiment: str) -> str | None:
     """Artifacts beside the embedded store (None: let a remote server decide)."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return None
-    return (Path.cwd().resolve() / DEFAULT_ARTIFACTS / experiment).as_uri()
+    return (store_root() / DEFAULT_ARTIFACTS / experiment).as_uri()
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

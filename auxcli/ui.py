@@ -44,13 +44,14 @@ def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, *,
     Raises `TrackingError` when the store is missing, the port is taken or the server does not come up.
     """
     from auxcli.report.collect import _check_exists  # a missing local store: say so, don't create one
+    from auxcli.project import store_root
     from auxcli.tracking import DEFAULT_ARTIFACTS, resolve_tracking_uri
 
     if uri.startswith(("http://", "https://")):
         raise TrackingError(f"{uri} is already a tracking server: open it in a browser instead.")
     _check_exists(uri)
     embedded = uri == resolve_tracking_uri(None) and not os.environ.get("MLFLOW_TRACKING_URI")
-    artifacts = Path.cwd().resolve() / DEFAULT_ARTIFACTS if embedded else None
+    artifacts = store_root() / DEFAULT_ARTIFACTS if embedded else None
     if not _port_free(host, port):
         raise TrackingError(f"port {port} on {host} is in use; pick another with --port.")
     # No telemetry; no job runner (it serves GenAI jobs, spawns more processes and slows the start).

@@ -409,3 +409,14 @@ def test_epochs_with_a_transfer_without_weights_trains_the_source_in_full(at):
     assert not (at / "rd-chain-quick" / "probe" / "seed-0" / "metrics.json").exists()  # stopped after epoch 1
     assert {row[2] for row in table_rows(result.output, "probe-s0")} == {"1"}
     assert all(row[-1] == "yes" and row[5] == "0" for row in table_rows(result.output, "probe-s0"))
+
+
+def test_dvc_md5_of_a_relative_data_root(tmp_path, monkeypatch):
+    """Specs write `root: data`; its parents include `.`, whose empty name must not break the search."""
+    from auxcli.bundle.record import dvc_md5
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    assert dvc_md5(Path("data")) is None
+    (tmp_path / "data.dvc").write_text("outs:\n- md5: feed.dir\n  path: data\n")
+    assert dvc_md5(Path("data"))["md5"] == "feed.dir"

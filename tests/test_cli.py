@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -167,7 +168,7 @@ def test_a_2x2_sweep_trains_four_named_points_quietly(workdir, tiny_spec):
                     "--set", "train.epochs=1", "--set", "train.milestones=[]")
     assert result.exit_code == 0, result.output
     assert "epoch 1/1" not in result.stdout  # -q: no progress
-    assert result.stdout.count(": run folder runs/grid-") == 4  # but where each run is
+    assert len(re.findall(r"-s0: run folder \S*runs/grid-lr\S+/seed-0\n", result.stdout)) == 4  # where each is
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("auxcli").experiment_id
     seeds = client.search_runs([experiment], filter_string="tags.`auxcli.seed` = '0'")

@@ -336,6 +336,26 @@ def test_every_format_renders_the_real_store(in_store, fmt):
 
 
 @pytest.mark.slow
+def test_without_a_store_the_report_reads_the_same_numbers_from_the_run_folders(in_store, tmp_path):
+    from_store = json.loads(invoke("report", "--format", "json").stdout)
+    absent = tmp_path / "absent.db"  # a fresh clone + dvc pull: run folders, no MLflow store
+    result = invoke("report", "--format", "json", "--tracking-uri", f"sqlite:///{absent}", "--plots",
+                    "--out", tmp_path / "r")
+    assert result.exit_code == 0, result.output
+    from_folders = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert "run folders" in from_folders["footer"]["source"] and not absent.exists()
+    assert list((tmp_path / "r").glob("*.png"))  # figures drawn from history.csv, logged nowhere
+    pairs = [(a, b) for ta, tb in zip(from_store["tables"], from_folders["tables"], strict=True)
+             for a, b in zip(ta["rows"], tb["rows"], strict=True)]
+    pairs += list(zip(from_store["generic"], from_folders["generic"], strict=True))
+    assert any(a["n"] for a, _ in pairs)
+    for a, b in pairs:
+        assert (b["n"], sorted(b["run_ids"]), b.get("protocol")) == (a["n"], sorted(a["run_ids"]), a.get("protocol"))
+        assert b["values"] == pytest.approx(a["values"]) and b["std"] == pytest.approx(a["std"])
+        assert [s["spec"] for s in b.get("sources", [])] == [s["spec"] for s in a.get("sources", [])]
+
+
+@pytest.mark.slow
 def test_spec_arguments_restrict_the_report_to_those_specs(in_store):
     result = invoke("report", "specs/mini/mini-table1-gt.yaml", "--format", "json")
     assert result.exit_code == 0, result.output

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.gitinfo import git_state
+from auxcli.project import anchored
 from auxcli.spec import DataSpec, Spec
 
 RECORD_FORMAT = "auxcli-repro/1"
@@ -231,7 +232,7 @@ def data_folder(spec: DataSpec) -> Path:
     """The folder that holds the data set's archive files."""
     from auxcli.data.synthetic import ARCHIVE_FOLDER, synthetic_folder
 
-    root = Path(spec.root)
+    root = anchored(spec.root)  # where load_data reads it
     if spec.dataset == "synthetic":
         s = spec.synthetic
         return synthetic_folder(root, train_per_class=s.train_per_class, test_per_class=s.test_per_class,
@@ -254,8 +255,9 @@ def dvc_md5(folder: Path) -> dict[str, str] | None:
     """The md5 a `.dvc` file records for `folder` or one of its parents ({"file", "md5"}), if any."""
     from ruamel.yaml import YAML
 
+    folder = folder.resolve()  # a relative root ("data") has parents named "", which have no .dvc file
     for candidate in [folder, *folder.parents][:4]:
-        if not candidate.name:  # '.' or '/': a relative data root such as `data` reaches the working folder
+        if not candidate.name:
             continue
         dvc_file = candidate.with_name(candidate.name + ".dvc")
         if dvc_file.is_file():

@@ -29,6 +29,7 @@ from typing import Any
 from auxcli.bundle.archive import VerifiedBundle, extract_bundle, verify_bundle
 from auxcli.bundle.record import RECORD_DIR
 from auxcli.errors import BundleError, DataError
+from auxcli.project import anchored
 from auxcli.spec import DataSpec
 
 EXPERIMENT_SUFFIX = "-reproduce"
@@ -92,7 +93,9 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
 
     bundle = verify_bundle(path)
     echo(bundle_summary(bundle))
-    runs_dir = Path(runs_dir or f"reproduce-{bundle.id[:12]}")
+    # Where the runner will write (relative paths are anchored at the repository root), so that the
+    # freshness check below looks at the very folders the re-runs would overwrite.
+    runs_dir = anchored(runs_dir or f"reproduce-{bundle.id[:12]}")
     check_fresh(runs_dir, bundle)
     extracted = extract_bundle(bundle, runs_dir / BUNDLE_DIR)
     result = ReproduceResult(bundle)

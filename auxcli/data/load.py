@@ -18,12 +18,13 @@ from auxcli.data.synthetic import ARCHIVE_FOLDER, archive_class, synthesize_cifa
 from auxcli.data.types import ImageData, Split
 from auxcli.data.verify import check_files
 from auxcli.errors import DataError
+from auxcli.project import anchored
 from auxcli.spec import DataSpec
 
 
 def load_data(spec: DataSpec) -> ImageData:
     """The data set `spec` names, with `spec.subset` applied to the training split."""
-    root = Path(spec.root)
+    root = anchored(spec.root)
     if spec.dataset == "cifar100":
         data = load_cifar100(root, download=spec.download)
     elif spec.dataset == "cifar10":

@@ -1,9 +1,9 @@
 """`auxcli report`: the study's tables from the MLflow store, our numbers beside the paper's.
 
-collect (MLflow -> records) -> aggregate (pure: finished runs by spec, mean and sample std over seeds)
--> tables (the study's rows and columns, generic rows) -> render (text, github, latex, csv, json)
--> plots (optional PNGs, also logged to an `auxcli-report` run tagged `auxcli.report=true` in the
-experiment `<experiment>-reports`, apart from the training runs).
+collect (MLflow -> records; the run folders when there is no store) -> aggregate (pure: finished runs by
+spec, mean and sample std over seeds) -> tables (the study's rows and columns, generic rows) -> render
+(text, github, latex, csv, json) -> plots (optional PNGs, also logged to an `auxcli-report` run tagged
+`auxcli.report=true` in the experiment `<experiment>-reports`, apart from the training runs).
 """
 
 from __future__ import annotations
@@ -41,13 +41,16 @@ def make_report(*, paths: Sequence[Path] = (), overrides: Sequence[str] = (), tr
                                        if paths else (None, None, None))
     uri = resolve_tracking_uri(tracking_uri or spec_uri)
     experiment = experiment or spec_experiment or "auxcli"
-    store = Store(uri, experiment)
+    folders = _run_folders(uri, refs)  # no MLflow store here (a fresh clone + dvc pull): read the run folders
+    store = folders or Store(uri, experiment)
     records = store.runs()
     if not any(not r.is_report for r in records):
         raise TrackingError(f"experiment {experiment!r} in the MLflow store {display_uri(uri)} has no runs yet; "
                             "record some with `auxcli run SPEC`.")
     agg = aggregate(records, only={r.name for r in refs} if refs is not None else None)
-    report = build_report(agg, specs=refs, footer={"tracking_uri": display_uri(uri), "experiment": experiment})
+    source = ({"source": f"run folders {folders.describe()} (no MLflow store at {display_uri(uri)})"} if folders
+              else {"tracking_uri": display_uri(uri), "experiment": experiment})
+    report = build_report(agg, specs=refs, footer=source)
     result = ReportOutput(render(report, fmt))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -60,11 +63,25 @@ def make_report(*, paths: Sequence[Path] = (), overrides: Sequence[str] = (), tr
         folder = out if out is not None else Path(DEFAULT_PLOTS_DIR)
         pngs = [save_png(fig, folder / name) for name, fig in report_figures(report, store.histories)]
         result.written += pngs
+        if folders:  # nowhere to log the figures
+            return result
         with tempfile.TemporaryDirectory() as tmp:
             snapshot = Path(tmp) / "report.json"
             snapshot.write_text(render(report, "json"), encoding="utf-8")
             result.report_run_id = store.log_report(pngs + [snapshot])
     return result
+
+
+def _run_folders(uri: str, refs):
+    """`RunFolders` holding finished runs when `uri` is a local store that does not exist, else None."""
+    from auxcli.project import anchored
+    from auxcli.report.collect import RunFolders, store_is_missing
+
+    if not store_is_missing(uri):
+        return None
+    dirs = {ref.params.get("runtime.runs_dir", "runs") for ref in refs} if refs else {"runs"}
+    folders = RunFolders([anchored(d) for d in sorted(dirs)])
+    return folders if folders else None
 
 
 def _spec_refs(paths: Sequence[Path], overrides: Sequence[str], need_uri: bool, need_experiment: bool):

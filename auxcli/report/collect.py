@@ -172,3 +172,79 @@ def display_uri(uri: str) -> str:
         netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
         return parts._replace(netloc=netloc).geturl()
     return uri
+
+
+class RunFolders:
+    """The report's source when the MLflow store is not there (a fresh `git clone` + `dvc pull`): the
+    finished run folders `<runs_dir>/<name>/seed-<k>/` (`metrics.json`, `spec.resolved.yaml`,
+    `history.csv`) read as `RunRecord`s. Same interface as `Store` for reading; it logs nothing."""
+
+    def __init__(self, runs_dirs: list[Path]):
+        self.runs_dirs = list(dict.fromkeys(Path(d) for d in runs_dirs))
+        self._folders: dict[str, Path] = {}  # run id -> run folder
+
+    def __bool__(self) -> bool:
+        return any(self._finished())
+
+    def describe(self) -> str:
+        return ", ".join(f"{d}/" for d in self.runs_dirs)
+
+    def _finished(self):
+        for runs in self.runs_dirs:
+            yield from sorted(runs.glob("*/seed-*/metrics.json"))
+
+    def runs(self) -> list[RunRecord]:
+        return [record for path in self._finished() if (record := self._record(path.parent)) is not None]
+
+    def _record(self, folder: Path) -> RunRecord | None:
+        import json
+
+        from ruamel.yaml import YAML
+        from ruamel.yaml.error import YAMLError
+
+        from auxcli.tracking import flatten
+
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+            spec = YAML(typ="safe", pure=True).load((folder / "spec.resolved.yaml").read_text()) or {}
+        except (OSError, ValueError, YAMLError):
+            return None  # a half-copied folder: nothing to report from it
+        seed_text = folder.name.removeprefix("seed-")
+        seed = int(seed_text) if seed_text.isdigit() else None
+        name = str(metrics.get("spec_name") or spec.get("name") or folder.parent.name)
+        run_id = str(metrics.get("mlflow_run_id") or folder.as_posix())
+        self._folders[run_id] = folder
+        return RunRecord(
+            run_id=run_id, run_name=f"{name}-s{seed}", status="FINISHED", spec_name=name, seed=seed,
+            start_time=int((folder / "metrics.json").stat().st_mtime * 1000),
+            metrics={k: float(v) for k, v in metrics.items() if k != "seed"  # a tag in the store, not a metric
+                     and isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)},
+            params={k: str(v) for k, v in flatten(spec).items()},
+            tags={"auxcli.spec_name": name, "auxcli.seed": seed_text})
+
+    def histories(self, run_ids: list[str], metric: str) -> dict[str, list[tuple[int, float]]]:
+        """Per-epoch (epoch, value) pairs of one column of each run's history.csv."""
+        import csv
+
+        out: dict[str, list[tuple[int, float]]] = {}
+        for run_id in run_ids:
+            path = self._folders.get(run_id, Path(run_id)) / "history.csv"
+            points: list[tuple[int, float]] = []
+            if path.is_file():
+                with open(path, newline="") as f:
+                    for row in csv.DictReader(f):
+                        try:
+                            value = float(row.get(metric) or "nan")
+                            epoch = int(float(row["epoch"]))
+                        except (KeyError, ValueError):
+                            continue
+                        if math.isfinite(value):
+                            points.append((epoch, value))
+            out[run_id] = sorted(points)
+        return out
+
+
+def store_is_missing(uri: str) -> bool:
+    """True for a local store (sqlite file, file store, plain path) that does not exist."""
+    path = _local_path(uri)
+    return path is not None and not path.exists()

@@ -121,6 +121,8 @@ def footer_lines(report: Report) -> list[str]:
         lines.append(f"Ignored: {f['untagged']} run(s) without the auxcli.spec_name tag.")
     if "tracking_uri" in f:
         lines.append(f"Store: {f['tracking_uri']}, experiment {f.get('experiment')!r}.")
+    if "source" in f:
+        lines.append(f"Read from {f['source']}.")
     return lines
 
 

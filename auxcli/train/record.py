@@ -16,14 +16,8 @@ from typing import Any, Protocol
 from auxcli import console
 from auxcli.bundle.record import RECORD_DIR, write_record
 from auxcli.gitinfo import git_state
-from auxcli.lineage import (
-    DataIdentity,
-    command_line,
-    data_identity,
-    parent_description,
-    run_description,
-    source_tags,
-)
+from auxcli.data.identity import DataIdentity, data_identity
+from auxcli.lineage import command_line, parent_description, run_description, source_tags
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.specfile import dump_spec
@@ -101,8 +95,10 @@ class RunRecorder:
         for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
             tracker.log_metrics(_epoch_metrics(row), step=int(row["epoch"]))
         data = _data_identity(spec)
-        if data is not None:
-            tracker.log_dataset(data.name, data.digest, data.source, profile=data.profile)
+        if data is not None:  # MLflow shows 12 digits of a dataset digest; the profile has the rest
+            tracker.log_dataset(data.name, data.short_digest, str(data.folder.resolve()), profile={
+                "sha256": data.digest, "files_md5": data.files, "subset_per_class": spec.data.subset,
+                "dvc_path": data.dvc_path, "dvc_md5": data.dvc_md5})
         source_link = self._link_transfer_source(tags.get("auxcli.transfer.source_run_id"))
         tracker.describe(run_description(spec, self.seed, command=command, git=git, data=data,
                                          spec_text=dump_spec(spec), source_link=source_link))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from auxcli.errors import TransferError
 from auxcli.models.network import Network
+from auxcli.project import anchored
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.train.checkpoint import FINAL_FORMAT, load_checkpoint
@@ -93,7 +94,7 @@ def resolve_source(spec: Spec, seed: int) -> Source:
 
 
 def _from_spec_name(spec: Spec, name: str, seed: int) -> Source:
-    runs = Path(spec.runtime.runs_dir) / name
+    runs = anchored(spec.runtime.runs_dir) / name
     same_seed = runs / f"seed-{seed}"
     seeds = sorted(p for p in runs.glob("seed-*") if p.is_dir())
     folder = same_seed if same_seed.is_dir() else seeds[0] if len(seeds) == 1 else None

@@ -1,0 +1,117 @@
+"""`data_identity`: which data a run trained on, as a digest MLflow can record and the md5 DVC pinned.
+
+The digest is a sha256 over the archive's file names and md5s (plus `subset`, which changes the training
+split), so two runs share a digest exactly when they read the same bytes. The md5s are the ones the
+loader checks every file against before reading it (torchvision's table for CIFAR-10/100, the manifest
+for a generated archive), so after `load_data` succeeded they are the files' md5s and nothing has to be
+hashed again. When the archive lies inside a DVC-tracked folder (an output in `dvc.lock`, or a `.dvc`
+file), that folder's DVC md5 is reported too: the one `dvc push`/`pull` and `dvc.lock` use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from auxcli.project import anchored, workspace_root
+from auxcli.spec import DataSpec
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    name: str  # cifar100 | cifar10 | synthetic-s<seed>-<train>x<test>, with "-subset<N>" when subset is set
+    folder: Path  # the archive folder (.../cifar-100-python or .../cifar-10-batches-py)
+    digest: str  # sha256 hex of the file names, their md5s and the subset
+    files: dict[str, str] = field(default_factory=dict)  # file in the archive folder -> md5
+    dvc_path: str | None = None  # the DVC-tracked folder holding the archive, relative to the repository
+    dvc_md5: str | None = None  # its md5 in dvc.lock / the .dvc file (e.g. "3f2a....dir")
+
+    @property
+    def short_digest(self) -> str:
+        """The first 12 hex digits, the length MLflow shows for dataset digests."""
+        return self.digest[:12]
+
+
+def archive_folder(spec: DataSpec) -> Path:
+    """Where the spec's archive lives (`data.root` anchored at the repository root)."""
+    from torchvision.datasets import CIFAR10
+
+    from auxcli.data.synthetic import ARCHIVE_FOLDER, synthetic_folder
+
+    root = anchored(spec.root)
+    if spec.dataset == "cifar10":
+        return root / CIFAR10.base_folder
+    if spec.dataset == "synthetic":
+        s = spec.synthetic
+        return synthetic_folder(root, train_per_class=s.train_per_class, test_per_class=s.test_per_class,
+                                seed=s.seed) / ARCHIVE_FOLDER
+    return root / ARCHIVE_FOLDER
+
+
+def expected_files(spec: DataSpec) -> dict[str, str]:
+    """File -> md5 that loading checks: torchvision's tables, or the generated archive's manifest."""
+    from auxcli.data.cifar import CIFAR10, CIFAR100, expected_md5s
+    from auxcli.data.synthetic import MANIFEST, manifest_md5s, read_manifest
+
+    if spec.dataset == "synthetic":
+        folder = archive_folder(spec)
+        return manifest_md5s(read_manifest(folder)) | {MANIFEST: _md5(folder / MANIFEST)}
+    return expected_md5s(CIFAR10 if spec.dataset == "cifar10" else CIFAR100)
+
+
+def data_identity(spec: DataSpec) -> DataIdentity:
+    """The identity of the data `spec` names; call it after `load_data(spec)` (or `prepare_data`) succeeded.
+
+    Raises `DataError` when a generated archive has no readable manifest.
+    """
+    folder = archive_folder(spec)
+    files = dict(sorted(expected_files(spec).items()))
+    lines = [f"{name} {md5}" for name, md5 in files.items()] + [f"subset {spec.subset}"]
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    name = folder.parent.name if spec.dataset == "synthetic" else spec.dataset
+    if spec.subset is not None:
+        name += f"-subset{spec.subset}"
+    dvc_path, dvc_md5 = dvc_tracked(folder)
+    return DataIdentity(name, folder, digest, files, dvc_path, dvc_md5)
+
+
+def dvc_tracked(path: Path) -> tuple[str | None, str | None]:
+    """(tracked folder relative to the repository, its md5) for the DVC output or `.dvc` file that holds
+    `path`, read from the `dvc.lock` and `.dvc` files between `path` and the repository root; (None, None)
+    when DVC tracks no folder above it."""
+    from ruamel.yaml import YAML
+
+    path = Path(path).resolve()
+    root = workspace_root(path)
+    if root is None:
+        return None, None
+    yaml = YAML(typ="safe", pure=True)
+    candidates: list[tuple[Path, dict]] = []  # (out path, out entry)
+    chain = [path, *path.parents[:len(path.parents) - len(root.parents)]]  # path up to the repository root
+    for folder in chain:  # pipelines in the folders above the data, and `<folder>.dvc` files of `dvc add`
+        lock = folder / "dvc.lock"
+        stages = (_load(yaml, lock).get("stages") or {}) if lock.is_file() else {}
+        for stage in stages.values():
+            for out in stage.get("outs") or []:
+                candidates.append(((lock.parent / out["path"]).resolve(), out))
+        dvcfile = folder.with_name(folder.name + ".dvc")
+        if folder != root and dvcfile.is_file():
+            for out in _load(yaml, dvcfile).get("outs") or []:
+                candidates.append(((dvcfile.parent / out["path"]).resolve(), out))
+    for out_path, out in sorted(candidates, key=lambda c: len(c[0].parts), reverse=True):
+        if (out_path == path or out_path in path.parents) and out.get("md5"):
+            return out_path.relative_to(root).as_posix(), str(out["md5"])
+    return None, None
+
+
+def _load(yaml, file: Path) -> dict:
+    try:
+        doc = yaml.load(file.read_text())
+    except Exception:  # a half-written or foreign file identifies nothing
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
