@@ -181,3 +181,17 @@ def test_a_2x2_sweep_trains_four_named_points_quietly(workdir, tiny_spec):
     models = client.search_logged_models([experiment])
     assert sorted(m.name for m in models) == ["grid-lr0_05-batch_size32", "grid-lr0_05-batch_size64",
                                               "grid-lr0_1-batch_size32", "grid-lr0_1-batch_size64"]
+
+
+def test_ui_prints_a_link_to_the_experiments_runs_as_model_training(workdir, monkeypatch):
+    import auxcli.ui
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.create_experiment("study")  # recorded before auxcli tagged experiments
+    monkeypatch.setattr(auxcli.ui, "serve_ui", lambda uri, host, port, on_ready: on_ready("http://127.0.0.1:5123"))
+    result = invoke("ui", "--port", "5123", "--experiment", "study")
+    assert result.exit_code == 0, result.output
+    assert (f"runs of experiment 'study': http://127.0.0.1:5123/#/experiments/{experiment}"
+            "?workflowType=machine_learning") in result.stdout
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "no experiment 'other' yet" in invoke("ui", "--experiment", "other").stdout
