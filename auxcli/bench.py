@@ -35,7 +35,8 @@ class Measurement:
 
 def _synthetic_split(spec: Spec, tasks: list[Task], images: int, device: torch.device) -> SplitTensors:
     generator = torch.Generator().manual_seed(0)
-    pixels = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    size = spec.data.image_size
+    pixels = torch.randint(0, 256, (images, 3, size, size), dtype=torch.uint8, generator=generator)
     classes = {t.name: torch.randint(0, 20, (images,), generator=generator) for t in tasks if t.label_set}
     return SplitTensors(pixels.to(device), {k: v.to(device) for k, v in classes.items()})
 

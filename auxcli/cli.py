@@ -345,6 +345,39 @@ def ui(
     typer.echo("stopped")
 
 
+# ---------------------------------------------------------------------------------------------- analyze
+
+class Embedding(str, Enum):
+    pca = "pca"
+    tsne = "tsne"
+
+
+@app.command()
+def analyze(
+    runs: Annotated[list[str], typer.Argument(
+        help="Run folders (runs/<name>/seed-<k>) or MLflow run ids of finished runs on one data set.")],
+    layer: Annotated[str, typer.Option(
+        help="penultimate (the pooled final feature map) or a backbone module name, e.g. layer2.")] = "penultimate",
+    out: Annotated[Path, typer.Option(help="Folder for the csv, json and PNG files.")] = Path("analysis"),
+    embedding: Annotated[Embedding, typer.Option(help="2-D embedding: pca, or tsne (needs scikit-learn).")]
+    = Embedding.pca,
+    tracking_uri: TrackingUriOption = None,
+    mlflow: Annotated[bool, typer.Option(help="Log the files to a new MLflow run `auxcli-analysis`.")] = True,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:k] | mps")] = "auto",
+) -> None:
+    """Compare runs' test-set features: linear CKA matrix and heatmap, 2-D embeddings by superclass, and a
+    closed-form ridge-probe accuracy per run (a fast companion to Table 2's probe, not the same number)."""
+    from auxcli.analysis.analyze import analyze_runs, format_summary
+
+    result = analyze_runs(runs, layer=layer, out=out, embedding=embedding.value, tracking_uri=tracking_uri,
+                          log_to_mlflow=mlflow, device=device)
+    typer.echo(format_summary(result), nl=False)
+    for path in result.written:
+        typer.echo(f"wrote {path}", err=True)
+    if result.mlflow_run_id:
+        typer.echo(f"logged the analysis to MLflow run {result.mlflow_run_id} (auxcli-analysis)", err=True)
+
+
 @app.command()
 def bench(
     spec_path: Annotated[Path, typer.Argument(help="The spec to measure.")],

@@ -82,6 +82,12 @@ class TrainingDiverged(AuxcliError):
     exit_code = 1
 
 
+class AnalysisError(AuxcliError):
+    """`auxcli analyze` inputs that cannot be compared (unknown run, unfinished run, different data)."""
+
+    exit_code = 2
+
+
 class BundleError(AuxcliError):
     """A bundle that cannot be built, or one that fails verification (changed, extra or unsafe members)."""
 

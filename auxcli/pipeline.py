@@ -99,6 +99,14 @@ def _relative(path: str | Path) -> str | None:
     return None if rel.startswith("..") else Path(rel).as_posix()
 
 
+def _mapping_dep(spec: Spec) -> list[str]:
+    """An image folder's superclass mapping (`data.superclasses`), which lies outside its data root."""
+    from auxcli.project import anchored
+
+    path = _relative(anchored(spec.data.superclasses)) if spec.data.superclasses else None
+    return [path] if path else []
+
+
 def _unique(items: list[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -131,7 +139,7 @@ def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "param
         own_data = _relative(anchored(spec.data.root))
         stages[spec.name] = {
             "cmd": f"auxcli run {path} --params {params_file} && auxcli results {path} --params {params_file}",
-            "deps": [*spec_deps[spec.name], *code, *([own_data] if own_data else []),
+            "deps": [*spec_deps[spec.name], *code, *([own_data] if own_data else []), *_mapping_dep(spec),
                      *([_source_dep(source)] if source is not None else [])],
             "params": [{params_file: None}],
             "outs": ([_run_dir(spec)] if _run_dir(spec) else [])

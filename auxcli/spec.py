@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 LabelSet = Literal["gt", "superclass", "random"]
 LABEL_SETS: tuple[str, ...] = ("gt", "superclass", "random")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024  # 8: the conv backbones' stride-4 map is still 2x2
 
 
 class Section(BaseModel):
@@ -38,18 +39,25 @@ class SyntheticSpec(Section):
 
 
 class DataSpec(Section):
-    dataset: Literal["cifar100", "cifar10", "synthetic"] = "cifar100"
-    """cifar100 (the study), cifar10, or a generated CIFAR-100-format archive (synthetic)."""
-    root: str = "data"  # holds cifar-100-python/ (or cifar-10-batches-py/, synthetic/cifar-100-python/)
-    """Folder that holds cifar-100-python/ (cifar-10-batches-py/, or synthetic/.../cifar-100-python/)."""
-    download: bool = True  # synthetic: generated on first use instead
-    """Download the official archive when it is missing (synthetic: generate it instead)."""
+    dataset: Literal["cifar100", "cifar10", "synthetic", "folder"] = "cifar100"
+    """cifar100 (the study), cifar10, a generated CIFAR-100-format archive (synthetic), or an image folder
+    with train/<class>/ and test/<class>/ (folder)."""
+    root: str = "data"  # holds cifar-100-python/ (or cifar-10-batches-py/, synthetic/...); folder: train/ and test/
+    """Folder that holds cifar-100-python/ (cifar-10-batches-py/, synthetic/.../cifar-100-python/), or an
+    image folder's train/ and test/; relative to the repository root."""
+    download: bool = True  # synthetic: generated on first use instead; folder: unused
+    """Download the official archive when it is missing (synthetic: generate it instead; folder: unused)."""
     random_label_seed: NonNegativeInt = 0  # fixes the 'random' label set for every run that uses it
     """Fixes the 'random' label set, so every run that uses it sees the same labels."""
     subset: PositiveInt | None = None  # first N training images per class
     """Keep only the first N training images of each class (null: all of them)."""
     synthetic: SyntheticSpec = SyntheticSpec()
     """Size and seed of the generated archive (dataset: synthetic only)."""
+    # Square side in pixels every image is resized to (CIFAR's own 32 by default); see auxcli/data/folder.py.
+    image_size: int = Field(32, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)
+    """Square side in pixels every image is resized to (CIFAR's own 32 by default)."""
+    superclasses: str | None = None  # folder only: YAML mapping class -> superclass (enables 'superclass')
+    """Image folders only: a YAML file mapping each class to a superclass (enables the superclass label set)."""
 
 
 class ModelSpec(Section):
@@ -291,6 +299,20 @@ class Spec(Section):
     tracking: TrackingSpec = TrackingSpec()
     """Where the runs are recorded in MLflow."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _augment_defaults_follow_image_size(cls, data: Any) -> Any:
+        # The study's pad 4 and Cutout 16 are fractions of its 32x32 images (1/8 and 1/2); an unwritten
+        # padding or Cutout size keeps those fractions at data.image_size. See `scaled_augment_defaults`.
+        if not isinstance(data, dict):
+            return data
+        section = data.get("data")
+        size = section.get("image_size") if isinstance(section, dict) else getattr(section, "image_size", None)
+        augment = data.get("augment", {})
+        if not isinstance(size, int) or size == 32 or not isinstance(augment, dict):
+            return data
+        return {**data, "augment": scaled_augment_defaults(augment, size)}
+
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Spec:
         problems = cross_field_problems(self)
@@ -301,6 +323,24 @@ class Spec(Section):
     def to_plain(self) -> dict[str, Any]:
         """The resolved spec as plain YAML-able data, with the contract's key names (`from`)."""
         return self.model_dump(mode="json", by_alias=True)
+
+
+def scaled_augment_defaults(augment: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """`augment` with the unwritten sizes filled in for `image_size`-pixel images (the documented rule):
+
+    - `crop.padding` = image_size // 8 (the study's 4 at 32), so the crop-offset grid has
+      (2 * padding + 1)^2 positions and its 3x3 blocks (`augment/crop.py`) cover the same fraction
+      of the image at every size;
+    - `cutout.size` = image_size // 2 (the study's 16 at 32).
+    RICAP's boundary and the segmentation targets are defined per pixel of the image and need no rule.
+    A section that is absent or null stays so; written values are kept as written.
+    """
+    out = dict(augment)
+    for key, field_name, value in (("crop", "padding", image_size // 8), ("cutout", "size", max(1, image_size // 2))):
+        section = out.get(key, {} if key == "crop" else None)  # crop is on by default, cutout off
+        if isinstance(section, dict) and field_name not in section:
+            out[key] = {**section, field_name: value}
+    return out
 
 
 class CrossFieldProblem(NamedTuple):
@@ -377,10 +417,27 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
     if aux is not None and aux.kind == "labelset" and aux.labels == task.labels:
         add("task.aux.labels", f"the auxiliary head would repeat the main head's label set ({aux.labels})",
             "a label set other than task.labels")
-    if spec.data.dataset == "cifar10":
-        for path, value in (("task.labels", task.labels), ("task.aux.labels", getattr(aux, "labels", None))):
+    data = spec.data
+    label_paths = (("task.labels", task.labels), ("task.aux.labels", getattr(aux, "labels", None)))
+    if data.dataset == "cifar10":
+        for path, value in label_paths:
             if value == "superclass":
                 add(path, "CIFAR-10 has no superclasses", "gt or random", at="data.dataset")
+    if data.dataset == "folder" and data.superclasses is None:
+        for path, value in label_paths:
+            if value == "superclass":
+                add(path, "an image-folder data set has superclasses only with a class -> superclass mapping",
+                    "gt or random; or set data.superclasses to a YAML file mapping each class to its superclass",
+                    at="data.dataset")
+    if data.superclasses is not None and data.dataset != "folder":
+        add("data.superclasses", f"{data.dataset} brings its own label sets",
+            "null, or data.dataset: folder")
+    size = data.image_size
+    if aug.cutout is not None and aug.cutout.size > size:
+        add("augment.cutout.size", f"{aug.cutout.size} is larger than the {size}x{size} image", f"1..{size}")
+    if aug.crop is not None and aug.crop.padding > size // 2:
+        add("augment.crop.padding", f"{aug.crop.padding} pixels of padding on a {size}x{size} image",
+            f"0..{size // 2}")
     if task.joint == "sla":
         if aug.rotation is None:
             add("augment.rotation", "SLA's joint labels pair each class with the rotation of the copy",
@@ -393,10 +450,6 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
         if aug.ricap is not None:
             add("augment.ricap", "SLA's joint labels and aggregated inference need one label per image",
                 "null with task.joint: sla", at="task.joint")
-    if aug.cutout is not None and aug.cutout.size > 32:
-        add("augment.cutout.size", f"{aug.cutout.size} is larger than the 32x32 image", "1..32")
-    if aug.crop is not None and aug.crop.padding > 16:
-        add("augment.crop.padding", f"{aug.crop.padding} pixels of padding on a 32x32 image", "0..16")
 
     ms = train.milestones
     if any(b <= a for a, b in itertools.pairwise(ms)):

@@ -12,7 +12,7 @@ batch averages) and turned into fractions by `summarize`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -140,9 +140,10 @@ class SegmentationTask:
     label_set: str | None = None
     eval_augmented: bool = True
     eval_views: None = None
+    image_size: int = 32  # the target maps' side: the head predicts one logit vector per input pixel
 
     def build_head(self, feature_width: int) -> nn.Module:
-        return SegmentationHead(feature_width, self.num_classes)
+        return SegmentationHead(feature_width, self.num_classes, out_size=self.image_size)
 
     def target(self, targets: Targets) -> torch.Tensor:
         return targets.maps[self.map_key].long()
@@ -306,8 +307,11 @@ class JointRotationTask:
 
 
 NUM_CLASSES = {"gt": None, "superclass": 20, "random": None}  # gt/random: the data set's class count
+# A factory's class counts: the data's size per label set (`labelsets.label_set_sizes`), or just the
+# number of ground-truth classes, with CIFAR-100's 20 superclasses.
+ClassCounts = int | Mapping[str, int]
 
-AuxFactory = Callable[[Spec, int], Task]  # (spec, number of ground-truth classes) -> task
+AuxFactory = Callable[[Spec, ClassCounts], Task]  # (spec, class counts) -> task
 AUX_TASKS: dict[str, AuxFactory] = {}
 
 
@@ -319,42 +323,46 @@ def register_aux_task(kind: str) -> Callable[[AuxFactory], AuxFactory]:
     return register
 
 
-def label_set_classes(label_set: str, num_gt_classes: int) -> int:
-    return NUM_CLASSES[label_set] or num_gt_classes
+def label_set_classes(label_set: str, counts: ClassCounts) -> int:
+    """Classes of `label_set`: from the data's sizes per label set, or derived from the gt class count."""
+    if isinstance(counts, Mapping):
+        return counts[label_set]
+    return NUM_CLASSES[label_set] or counts
 
 
 @register_aux_task("labelset")
-def _labelset_task(spec: Spec, num_gt_classes: int) -> Task:
+def _labelset_task(spec: Spec, counts: ClassCounts) -> Task:
     aux = spec.task.aux
-    return ClassificationTask("aux", aux.labels, label_set_classes(aux.labels, num_gt_classes), aux.weight)
+    return ClassificationTask("aux", aux.labels, label_set_classes(aux.labels, counts), aux.weight)
 
 
 @register_aux_task("crop")
-def _crop_task(spec: Spec, num_gt_classes: int) -> Task:
+def _crop_task(spec: Spec, counts: ClassCounts) -> Task:
     aux = spec.task.aux
     return CropTask(aux.weight, spec.augment.crop.padding, aux.crop_label)
 
 
 @register_aux_task("cutout")
-def _cutout_task(spec: Spec, num_gt_classes: int) -> Task:
-    return SegmentationTask("cutout_mask", 2, spec.task.aux.weight)
+def _cutout_task(spec: Spec, counts: ClassCounts) -> Task:
+    return SegmentationTask("cutout_mask", 2, spec.task.aux.weight, image_size=spec.data.image_size)
 
 
 @register_aux_task("ricap")
-def _ricap_task(spec: Spec, num_gt_classes: int) -> Task:
-    return SegmentationTask("ricap_sources", NUM_RICAP_SOURCES, spec.task.aux.weight)
+def _ricap_task(spec: Spec, counts: ClassCounts) -> Task:
+    return SegmentationTask("ricap_sources", NUM_RICAP_SOURCES, spec.task.aux.weight,
+                            image_size=spec.data.image_size)
 
 
 @register_aux_task("rotation")
-def _rotation_task(spec: Spec, num_gt_classes: int) -> Task:
+def _rotation_task(spec: Spec, counts: ClassCounts) -> Task:
     return RotationTask(spec.task.aux.weight)
 
 
-def main_task(spec: Spec, num_gt_classes: int) -> Task:
+def main_task(spec: Spec, counts: ClassCounts) -> Task:
     """The head on `task.labels`: SLA's joint head, the classifier of unrotated copies beside the rotation
     task, or the plain classifier."""
     labels = spec.task.labels
-    classes = label_set_classes(labels, num_gt_classes)
+    classes = label_set_classes(labels, counts)
     aux = spec.task.aux
     if spec.task.joint == "sla":
         return JointRotationTask(labels, classes)
@@ -363,11 +371,14 @@ def main_task(spec: Spec, num_gt_classes: int) -> Task:
     return ClassificationTask("main", labels, classes)
 
 
-def build_tasks(spec: Spec, num_gt_classes: int) -> list[Task]:
-    """The run's tasks: main classification (unless `task.labels: none`), then the auxiliary task."""
+def build_tasks(spec: Spec, counts: ClassCounts) -> list[Task]:
+    """The run's tasks: main classification (unless `task.labels: none`), then the auxiliary task.
+
+    `counts`: classes per label set of the run's data (`labelsets.label_set_sizes`), or the number of
+    ground-truth classes alone (superclass then means CIFAR-100's 20)."""
     tasks: list[Task] = []
     if spec.task.labels != "none":
-        tasks.append(main_task(spec, num_gt_classes))
+        tasks.append(main_task(spec, counts))
     if spec.task.aux is not None:
-        tasks.append(AUX_TASKS[spec.task.aux.kind](spec, num_gt_classes))
+        tasks.append(AUX_TASKS[spec.task.aux.kind](spec, counts))
     return tasks

@@ -53,6 +53,40 @@ def tiny_spec(workdir):
     return make
 
 
+# Image-folder data sets (`data.dataset: folder`): four classes, each one colour with noise.
+FOLDER_COLOURS = {"car": (200, 40, 40), "cat": (40, 200, 40), "dog": (40, 40, 200), "ship": (200, 200, 40)}
+
+
+@pytest.fixture
+def image_folder(workdir):
+    """Write train/<class>/ and test/<class>/ images under workdir/<name> and return that folder.
+
+    PNGs plus one JPEG per class, of non-square sizes other than 32, each class one colour with noise,
+    so a linear probe can tell the classes apart: image_folder(train=6, test=3)."""
+    import numpy as np
+    import torch
+    from torchvision.io import encode_jpeg, write_png
+
+    def make(name: str = "images", *, train: int = 6, test: int = 3, seed: int = 0):
+        root = workdir / name
+        rng = np.random.default_rng(seed)
+        for split, count in (("train", train), ("test", test)):
+            for cls, colour in FOLDER_COLOURS.items():
+                folder = root / split / cls
+                folder.mkdir(parents=True, exist_ok=True)
+                for i in range(count):
+                    height, width = 20 + 4 * (i % 3), 28 + 2 * (i % 2)  # not square, not 32
+                    noise = rng.integers(-30, 31, (3, height, width))
+                    image = torch.from_numpy(np.clip(np.array(colour)[:, None, None] + noise, 0, 255).astype(np.uint8))
+                    if i == 0:
+                        (folder / f"{i:03d}.jpg").write_bytes(encode_jpeg(image, quality=95).numpy().tobytes())
+                    else:
+                        write_png(image, str(folder / f"{i:03d}.png"))
+        return root
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def _cli_environment_per_test():
     """The CLI exports its verbosity (-q/-v) and command line for the processes it starts; in one pytest

@@ -233,6 +233,8 @@ def data_folder(spec: DataSpec) -> Path:
     from auxcli.data.synthetic import ARCHIVE_FOLDER, synthetic_folder
 
     root = anchored(spec.root)  # where load_data reads it
+    if spec.dataset == "folder":
+        return root  # train/ and test/ (auxcli/data/folder.py)
     if spec.dataset == "synthetic":
         s = spec.synthetic
         return synthetic_folder(root, train_per_class=s.train_per_class, test_per_class=s.test_per_class,
@@ -246,7 +248,13 @@ def data_record(spec: DataSpec, split_sizes: dict[str, int] | None = None) -> di
     files = {}
     if folder.is_dir():
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            files[path.relative_to(folder).as_posix()] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+            key = path.relative_to(folder).as_posix()
+            if spec.dataset == "folder" and key.startswith(".auxcli-cache/"):
+                continue  # the image folder's tensor cache is derived from the images, not data
+            files[key] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    if spec.superclasses is not None and anchored(spec.superclasses).is_file():
+        path = anchored(spec.superclasses)
+        files[f"superclasses:{spec.superclasses}"] = {"sha256": sha256_file(path), "size": path.stat().st_size}
     return {"dataset": spec.dataset, "root": spec.root, "subset": spec.subset, "folder": folder.as_posix(),
             "split_sizes": split_sizes or {}, "files": files, "dvc": dvc_md5(folder)}
 

@@ -1,1 +1,1 @@
-"""Data: CIFAR archives (real and generated), label sets, normalisation, device-resident batches."""
+"""Data: CIFAR archives (real and generated), image folders, label sets, normalisation, device-resident batches."""

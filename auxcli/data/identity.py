@@ -20,8 +20,8 @@ from auxcli.spec import DataSpec
 
 @dataclass(frozen=True)
 class DataIdentity:
-    name: str  # cifar100 | cifar10 | synthetic-s<seed>-<train>x<test>, with "-subset<N>" when subset is set
-    folder: Path  # the archive folder (.../cifar-100-python or .../cifar-10-batches-py)
+    name: str  # cifar100 | cifar10 | folder | synthetic-s<seed>-<train>x<test>, with "-subset<N>" when subset is set
+    folder: Path  # the archive folder (.../cifar-100-python or .../cifar-10-batches-py; an image folder's root)
     digest: str  # sha256 hex of the file names, their md5s and the subset
     files: dict[str, str] = field(default_factory=dict)  # file in the archive folder -> md5
     dvc_path: str | None = None  # the DVC-tracked folder holding the archive, relative to the repository
@@ -40,6 +40,8 @@ def archive_folder(spec: DataSpec) -> Path:
     from auxcli.data.synthetic import ARCHIVE_FOLDER, synthetic_folder
 
     root = anchored(spec.root)
+    if spec.dataset == "folder":
+        return root  # train/<class>/ and test/<class>/ (auxcli/data/folder.py)
     if spec.dataset == "cifar10":
         return root / CIFAR10.base_folder
     if spec.dataset == "synthetic":
@@ -57,6 +59,12 @@ def expected_files(spec: DataSpec) -> dict[str, str]:
     if spec.dataset == "synthetic":
         folder = archive_folder(spec)
         return manifest_md5s(read_manifest(folder)) | {MANIFEST: _md5(folder / MANIFEST)}
+    if spec.dataset == "folder":  # the images' sha256 (what the folder cache is checked against), and the mapping
+        from auxcli.data.folder import source_hashes
+
+        mapping = {} if spec.superclasses is None else {
+            f"superclasses:{spec.superclasses}": _md5(anchored(spec.superclasses))}
+        return source_hashes(archive_folder(spec)) | mapping
     return expected_md5s(CIFAR10 if spec.dataset == "cifar10" else CIFAR100)
 
 

@@ -1,7 +1,7 @@
 """The study's label auxiliary tasks: the same images under another label set (docs/study.md, "Question").
 
 - `gt`: the ground-truth fine labels (100 for CIFAR-100).
-- `superclass`: CIFAR-100's 20 coarse labels.
+- `superclass`: CIFAR-100's 20 coarse labels, or an image folder's `data.superclasses` mapping.
 - `random`: one label per image drawn uniformly at random once and then fixed, as in Zhang et al.
   2017 ("Understanding deep learning requires rethinking generalization"). The draw covers the whole
   split and is indexed by `Split.index`, so a `subset` run sees the same random label per image as
@@ -20,6 +20,8 @@ from auxcli.data.types import ImageData, Split
 from auxcli.errors import DataError
 
 LABEL_SETS: tuple[str, ...] = ("gt", "superclass", "random")
+_SUPERCLASS_SOURCES = ("use dataset: cifar100 or synthetic, or dataset: folder with a data.superclasses mapping, "
+                       "or the gt or random label set")
 
 
 def labels_for(split: Split, label_set: str, *, random_label_seed: int, split_name: str,
@@ -33,8 +35,8 @@ def labels_for(split: Split, label_set: str, *, random_label_seed: int, split_na
         return split.fine
     if label_set == "superclass":
         if split.coarse is None:
-            raise DataError("label set 'superclass' needs CIFAR-100's coarse labels, and this data set has none "
-                            "(use dataset: cifar100 or synthetic, or the gt or random label set).")
+            raise DataError("label set 'superclass' needs superclass labels, and this data set has none "
+                            f"({_SUPERCLASS_SOURCES}).")
         return split.coarse
     if label_set == "random":
         full = random_labels(split.full_size, num_classes=num_classes, random_label_seed=random_label_seed,
@@ -56,13 +58,14 @@ def random_labels(full_size: int, *, num_classes: int, random_label_seed: int, s
 
 
 def num_classes(data: ImageData, label_set: str) -> int:
-    """How many classes `label_set` has on `data`: gt and random as many as the data set, superclass 20."""
+    """How many classes `label_set` has on `data`: gt and random as many as the data set, superclass as many
+    as it has superclasses (20 for CIFAR-100)."""
     if label_set in ("gt", "random"):
         return len(data.classes)
     if label_set == "superclass":
         if data.superclasses is None:
-            raise DataError(f"label set 'superclass' needs CIFAR-100's coarse labels, and {data.name} has none "
-                            "(use dataset: cifar100 or synthetic, or the gt or random label set).")
+            raise DataError(f"label set 'superclass' needs superclass labels, and {data.name} has none "
+                            f"({_SUPERCLASS_SOURCES}).")
         return len(data.superclasses)
     raise DataError(f"unknown label set {label_set!r}; allowed: {', '.join(LABEL_SETS)}.")
 

@@ -1,7 +1,9 @@
 """`load_data`: the spec's `data:` section in, both splits as tensors out.
 
 cifar100 and cifar10 come from their official archives (cifar.py); synthetic archives are generated on
-first use (synthetic.py) and then read by the same CIFAR-100 code. `subset: N` keeps the first N
+first use (synthetic.py) and then read by the same CIFAR-100 code; `folder` reads the user's own
+`train/<class>/` and `test/<class>/` images (folder.py). Every data set comes out at `image_size` pixels
+(CIFAR's 32x32 resized like folder images when another size is asked for). `subset: N` keeps the first N
 training images of each class in file order; `Split.index` keeps each image's place in the full split,
 which is what the random label set is indexed by (labelsets.py).
 """
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from auxcli.data.cifar import expected_md5s, load_cifar10, load_cifar100
+from auxcli.data.folder import load_folder, resize_square
 from auxcli.data.synthetic import ARCHIVE_FOLDER, archive_class, synthesize_cifar100, synthetic_folder
 from auxcli.data.types import ImageData, Split
 from auxcli.data.verify import check_files
@@ -33,8 +36,14 @@ def load_data(spec: DataSpec) -> ImageData:
         params = {"train_per_class": spec.synthetic.train_per_class,
                   "test_per_class": spec.synthetic.test_per_class, "seed": spec.synthetic.seed}
         data = load_synthetic(synthetic_folder(root, **params), params)
+    elif spec.dataset == "folder":
+        data = load_folder(root, image_size=spec.image_size,
+                           superclasses=anchored(spec.superclasses) if spec.superclasses else None)
     else:
-        raise DataError(f"unknown dataset {spec.dataset!r}; allowed: cifar100, cifar10, synthetic.")
+        raise DataError(f"unknown dataset {spec.dataset!r}; allowed: cifar100, cifar10, synthetic, folder.")
+    if data.train.images.shape[-1] != spec.image_size:
+        data = replace(data, train=replace(data.train, images=resize_square(data.train.images, spec.image_size)),
+                       test=replace(data.test, images=resize_square(data.test.images, spec.image_size)))
     if spec.subset is not None:
         data = replace(data, train=subset_per_class(data.train, spec.subset))
     return data

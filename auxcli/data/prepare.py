@@ -4,7 +4,8 @@ This is the DVC pipeline's `data` stage (`auxcli data prepare SPEC_OR_DIR`): its
 so `dvc.lock` pins the data's md5 and `dvc push`/`pull` move it. CIFAR-100 and CIFAR-10 are downloaded
 from the official release when a file is missing or fails its md5 (torchvision's tables), and the
 downloaded tarball is removed once extracted (DVC would otherwise cache both); a generated archive is
-written, or an existing one checked against its manifest. Idempotent: intact archives are left alone.
+written, or an existing one checked against its manifest; an image folder's layout is checked and its
+tensor cache built. Idempotent: intact archives are left alone.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ def _prepare(spec: DataSpec) -> Prepared:
     from auxcli.data.synthetic import synthesize_cifar100
 
     folder = archive_folder(spec)
+    if spec.dataset == "folder":  # the user's images: check the layout and decode them into the cache once
+        from auxcli.data.folder import load_folder
+        from auxcli.project import anchored
+
+        load_folder(folder, image_size=spec.image_size,
+                    superclasses=anchored(spec.superclasses) if spec.superclasses else None)
+        return Prepared(spec, "present", data_identity(spec))
     if spec.dataset == "synthetic":
         existed = folder.exists()
         s = spec.synthetic

@@ -11,9 +11,9 @@ import torch
 class Split:
     """One split, whole: the data path slices and augments it as tensors, never per sample."""
 
-    images: torch.Tensor  # uint8 (N, 3, 32, 32)
+    images: torch.Tensor  # uint8 (N, 3, S, S), S = data.image_size (32 for CIFAR)
     fine: torch.Tensor  # int64 (N,) ground-truth labels
-    coarse: torch.Tensor | None  # int64 (N,) CIFAR-100 superclasses; None where the data set has none
+    coarse: torch.Tensor | None  # int64 (N,) superclasses (CIFAR-100's, or data.superclasses'); None if none
     index: torch.Tensor  # int64 (N,) position in the full split (stable under `subset`)
     full_size: int  # number of images in the full split before any subset
 
@@ -23,7 +23,7 @@ class Split:
 
 @dataclass(frozen=True)
 class ImageData:
-    name: str  # cifar100 | cifar10 | synthetic
+    name: str  # cifar100 | cifar10 | synthetic | folder
     train: Split
     test: Split
     classes: list[str]

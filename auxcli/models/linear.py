@@ -2,7 +2,8 @@
 
 The backbone has no parameters: it hands the normalised pixels of a 3x32x32 image to the heads as a
 (N, 3072, 1, 1) feature map, so the classifier head's global pooling is the identity and its FC layer
-is the single layer of the baseline (3072 * 100 + 100 = 307,300 parameters for CIFAR-100).
+is the single layer of the baseline (3072 * 100 + 100 = 307,300 parameters for CIFAR-100). Its width is
+3 * S * S for S x S images (`data.image_size`), the only backbone whose width depends on the size.
 """
 
 from __future__ import annotations
@@ -31,5 +32,5 @@ class RawPixels(nn.Module):
 
 
 @register_backbone("linear")
-def linear_from_spec(spec: ModelSpec) -> RawPixels:
-    return RawPixels()
+def linear_from_spec(spec: ModelSpec, *, image_size: int = 32) -> RawPixels:
+    return RawPixels(image_size=image_size)

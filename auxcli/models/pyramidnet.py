@@ -9,7 +9,8 @@ paper and the authors' PyTorch code (github.com/dyhan0920/PyramidNet-PyTorch, Py
   each block's width is `round(running)` (Python 3's round, half to even), so the last block has
   round(base_width + alpha) channels;
 - block (paper Fig. 6d): BN-conv3x3-BN-ReLU-conv3x3-BN, no ReLU after the addition;
-- shortcut: 2x2 average pooling with stride 2 on stride-2 blocks, identity otherwise, with zero
+- shortcut: 2x2 average pooling with stride 2 on stride-2 blocks (ceil mode, so odd maps from image
+  sizes that are not multiples of 4 keep the conv branch's size), identity otherwise, with zero
   channels appended for the extra width (paper section 3, "zero-padded identity mapping");
 - after the last stage: BN and ReLU; pooling and the FC are the classifier head's.
 
@@ -69,7 +70,9 @@ class PyramidBlock(nn.Module):
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         # the branches depend on construction-time constants only, so torch.compile sees one graph
         if self.stride > 1:
-            x = F.avg_pool2d(x, kernel_size=2, stride=2)
+            # ceil_mode: an odd map (image sizes not a multiple of 4) keeps the conv branch's ceil(n / 2)
+            # rows, its last one averaging the single row left; even maps (CIFAR's) pool exactly as before
+            x = F.avg_pool2d(x, kernel_size=2, stride=2, ceil_mode=True)
         if self.extra_channels:
             x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
         return x
@@ -116,7 +119,7 @@ class PyramidNet(nn.Module):
 
 
 @register_backbone("pyramidnet")
-def pyramidnet_from_spec(spec: ModelSpec) -> PyramidNet:
+def pyramidnet_from_spec(spec: ModelSpec, *, image_size: int = 32) -> PyramidNet:
     if spec.depth is None or spec.alpha is None:
         raise ValueError("pyramidnet needs a depth (6n+2) and alpha (270 in the study)")
     return PyramidNet(depth=spec.depth, alpha=spec.alpha, base_width=spec.base_width)

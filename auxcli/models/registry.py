@@ -1,6 +1,8 @@
 """The backbone registry (timm's `@register_model` pattern) and the `auxcli models` table.
 
-A backbone module decorates a factory `(spec: ModelSpec) -> nn.Module` with `@register_backbone(name)`;
+A backbone module decorates a factory `(spec: ModelSpec, *, image_size: int = 32) -> nn.Module` with
+`@register_backbone(name)` (convolutional backbones accept any size, their classifier pools globally;
+the size matters only where the width depends on it, as for the raw-pixel baseline);
 importing this module imports the built-in ones, so `BACKBONES` is always complete. Every backbone has
 `feature_width: int` and `forward_features(x) -> (N, feature_width, h, w)`, the final feature map after
 the final activation and before pooling; classifiers and auxiliary modules are heads (`heads.py`).
@@ -8,6 +10,7 @@ the final activation and before pooling; classifiers and auxiliary modules are h
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +21,7 @@ from auxcli.models.heads import ClassifierHead
 from auxcli.models.network import Network
 from auxcli.spec import ModelSpec
 
-BackboneFactory = Callable[[ModelSpec], nn.Module]
+BackboneFactory = Callable[..., nn.Module]  # (spec: ModelSpec, *, image_size: int) -> nn.Module
 BACKBONES: dict[str, BackboneFactory] = {}
 
 # What `auxcli models` lists without filters: the study's networks, then small ones for quick runs.
@@ -40,7 +43,7 @@ class UnknownBackboneError(KeyError):
 
 
 def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Register `factory(spec) -> nn.Module` under `name` (the spec's `model.backbone`)."""
+    """Register `factory(spec[, *, image_size]) -> nn.Module` under `name` (the spec's `model.backbone`)."""
 
     def decorate(factory: BackboneFactory) -> BackboneFactory:
         if name in BACKBONES and BACKBONES[name] is not factory:
@@ -51,13 +54,16 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
     return decorate
 
 
-def create_backbone(spec: ModelSpec) -> nn.Module:
-    """The backbone named by `spec.backbone`; `UnknownBackboneError` (a KeyError) for unregistered names."""
+def create_backbone(spec: ModelSpec, *, image_size: int = 32) -> nn.Module:
+    """The backbone named by `spec.backbone` for `image_size`-pixel square images (`data.image_size`);
+    `UnknownBackboneError` (a KeyError) for unregistered names."""
     factory = BACKBONES.get(spec.backbone)
     if factory is None:
         raise UnknownBackboneError(
             f"unknown backbone {spec.backbone!r}; registered: {', '.join(sorted(BACKBONES))}")
-    return factory(spec)
+    if "image_size" not in inspect.signature(factory).parameters:  # a size-agnostic factory(spec)
+        return factory(spec)
+    return factory(spec, image_size=image_size)
 
 
 def create_classifier(spec: ModelSpec, num_classes: int) -> Network:

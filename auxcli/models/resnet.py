@@ -101,7 +101,7 @@ def init_weights(model: nn.Module) -> None:
 
 
 @register_backbone("resnet")
-def resnet_from_spec(spec: ModelSpec) -> ResNet:
+def resnet_from_spec(spec: ModelSpec, *, image_size: int = 32) -> ResNet:
     if spec.depth is None:
         raise ValueError("resnet needs a depth (6n+2)")
     return ResNet(depth=spec.depth, base_width=spec.base_width)

@@ -74,7 +74,7 @@ class Aggregate:
     excluded: tuple[RunRecord, ...]  # not FINISHED
     superseded: tuple[RunRecord, ...]  # finished, but a later finished run has the same (spec, seed)
     untagged: int  # runs without auxcli.spec_name
-    report_runs: int  # runs tagged auxcli.report=true
+    report_runs: int  # runs tagged auxcli.report=true or auxcli.analysis=true (`RunRecord.is_report`)
 
     def excluded_counts(self, spec_name: str | None = None) -> dict[str, int]:
         """Left-out runs by status, for one spec or all of them; statuses sorted."""

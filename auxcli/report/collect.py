@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from auxcli.errors import TrackingError
+from auxcli.tracking import ANALYSIS_TAG
 
 REPORT_TAG = "auxcli.report"
 REPORT_RUN_NAME = "auxcli-report"
@@ -37,7 +38,8 @@ class RunRecord:
 
     @property
     def is_report(self) -> bool:
-        return self.tags.get(REPORT_TAG, "").lower() == "true"
+        """A run auxcli wrote about other runs (`auxcli report`, `auxcli analyze`): in no aggregate."""
+        return any(self.tags.get(tag, "").lower() == "true" for tag in (REPORT_TAG, ANALYSIS_TAG))
 
     @property
     def is_spec_parent(self) -> bool:

@@ -116,7 +116,8 @@ def footer_lines(report: Report) -> list[str]:
     if f.get("superseded"):
         lines.append(f"Left out: {f['superseded']} older finished run(s) of a seed that was run again.")
     if f.get("report_runs"):
-        lines.append(f"Ignored: {f['report_runs']} auxcli-report run(s) (tag auxcli.report=true).")
+        lines.append(f"Ignored: {f['report_runs']} auxcli-report/auxcli-analysis run(s) "
+                     "(tag auxcli.report=true or auxcli.analysis=true).")
     if f.get("untagged"):
         lines.append(f"Ignored: {f['untagged']} run(s) without the auxcli.spec_name tag.")
     if "tracking_uri" in f:

@@ -24,7 +24,7 @@ from auxcli.augment.targets import Targets
 from auxcli.bundle.record import Provenance, run_record, runtime_choices
 from auxcli.augment.pipeline import build_eval_transform, build_train_augment
 from auxcli.data.batches import epoch_permutation, epoch_seed
-from auxcli.data.labelsets import labels_for, num_classes
+from auxcli.data.labelsets import label_set_sizes, labels_for, num_classes
 from auxcli.data.load import load_data
 from auxcli.data.stats import channel_stats
 from auxcli.data.types import ImageData, Split
@@ -132,7 +132,7 @@ def prepare(spec: Spec, seed: int) -> _Training:
     seed_everything(seed)
     runtime = resolve_runtime(spec.runtime)
     data = load_data(spec.data)
-    tasks = build_tasks(spec, num_classes(data, "gt"))
+    tasks = build_tasks(spec, label_set_sizes(data))
     mean, std = channel_stats(data.train.images)
     model = build_network(spec, tasks)
     setup = apply_transfer(spec, seed, model)
@@ -161,7 +161,7 @@ def prepare(spec: Spec, seed: int) -> _Training:
 
 def build_network(spec: Spec, tasks: list[Task]) -> Network:
     """The spec's backbone with one fresh head per task (the study's Figure 1)."""
-    backbone = create_backbone(spec.model)
+    backbone = create_backbone(spec.model, image_size=spec.data.image_size)
     return Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
 
 
