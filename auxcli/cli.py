@@ -31,7 +31,8 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except AuxcliError as exc:
-            typer.echo(str(exc), err=True)
+            if not getattr(exc, "quiet", False):  # quiet: another torchrun rank prints the same error
+                typer.echo(str(exc), err=True)
             raise typer.Exit(exc.exit_code) from None
 
 
@@ -157,35 +158,50 @@ def run(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Say what would run, where it would write and why (todo, done, stale, partial); "
         "train nothing.")] = False,
+    nproc: Annotated[int | None, typer.Option(min=1, help=(
+        "Train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU, one GPU "
+        "per process on CUDA). Same as: torchrun --standalone --nproc-per-node N -m auxcli run ..."))] = None,
 ) -> None:
     """Train every seed of each spec; several specs run in dependency order (transfers after sources).
 
     `--set key=a,b` sweeps: one spec per value, named <name>-<key><value>; two swept keys make a grid. \
 A list in brackets (`--set seeds=[0,1]`) is one value.
     """
+    from auxcli.bundle.record import Provenance
     from auxcli.plan import plan_order
     from auxcli.specfile import params_overrides
     from auxcli.sweep import load_grid
+    from auxcli.train.distributed import process_group
 
+    files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
-    grid, loaded = load_grid(_spec_files(paths), overrides)
-    specs = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
     if dry_run:
         from auxcli.dryrun import dry_run as plan_seeds, format_dry_run
 
+        grid, loaded = load_grid(files, overrides)
+        specs = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
         if grid.axes:
             typer.echo(grid.describe())
         typer.echo(format_dry_run(plan_seeds(specs, seeds=[seed] if seed is not None else None, force=force)),
                    nl=False)
         return
-    from auxcli.bundle.record import Provenance
-    from auxcli.train.runner import run_spec
+    if nproc is not None:  # check the specs here, then start the same command under torchrun
+        from auxcli.train.launch import launch, run_arguments
 
-    # Each spec's provenance holds the overrides that make it, a sweep point's own values included.
-    provenance = {item.spec.name: Provenance.capture(item.file, item.overrides) for item in loaded}
-    for spec in specs:
-        run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
-                 provenance=provenance[spec.name])
+        devices = [item.spec.runtime.device for item in load_grid(files, overrides)[1]]
+        args = run_arguments(paths, set_ or [], seed=seed, resume=resume, force=force, params=params)
+        raise typer.Exit(launch(nproc, args, devices))
+    with process_group() as ranks:  # under torchrun: join the job (a no-op in one process)
+        from auxcli.train.runner import run_spec
+
+        with ranks.agree():
+            _, loaded = load_grid(files, overrides)
+            # Each spec's provenance holds the overrides that make it, a sweep point's own values included.
+            provenance = {item.spec.name: Provenance.capture(item.file, item.overrides) for item in loaded}
+            specs = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
+        for spec in specs:
+            run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
+                     provenance=provenance[spec.name])
 
 
 # ---------------------------------------------------------------------------------------------- models

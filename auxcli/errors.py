@@ -98,3 +98,19 @@ class ReproductionMismatch(AuxcliError):
     """`auxcli reproduce` re-ran the bundle and some metric is outside its tolerance."""
 
     exit_code = 1
+
+
+class LaunchError(AuxcliError):
+    """A multi-process launch that cannot work (e.g. more processes per machine than GPUs)."""
+
+    exit_code = 2
+
+
+class DistributedError(AuxcliError):
+    """An error raised on one rank of a torchrun job, raised again on every other rank with the same
+    message and exit code (see `auxcli.train.distributed`). `quiet`: rank 0 prints it, the others do not."""
+
+    def __init__(self, message: str, exit_code: int = 1, quiet: bool = False):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.quiet = quiet

@@ -268,6 +268,13 @@ class RuntimeSpec(Section):
     system_metrics: bool = False
     """Log CPU, memory, disk, network and (with pynvml) GPU use to MLflow as system/* metrics while
     training (MLflow's system metrics monitor, one sample every 10 s)."""
+    # Distributed runs (torchrun, `auxcli run --nproc N`): BatchNorm statistics are per process by default
+    # (4 processes x 32 images: the study's 4-GPU statistics). sync_bn: SyncBatchNorm over all processes
+    # (CUDA only). bn_split: ghost batch norm, statistics over K equal parts of each process's batch.
+    sync_bn: bool = False
+    """Distributed runs (CUDA only): SyncBatchNorm, statistics over all processes' batches."""
+    bn_split: PositiveInt = 1
+    """Ghost batch norm: BatchNorm statistics over K equal parts of each process's batch (1: the whole)."""
 
 
 class TrackingSpec(Section):
@@ -460,6 +467,16 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
     if ms and ms[-1] >= train.epochs:
         add("train.milestones", f"milestone {ms[-1]} is not below train.epochs ({train.epochs})",
             "increasing epochs below train.epochs", at="train.epochs")
+    runtime = spec.runtime
+    if runtime.sync_bn and runtime.device in ("cpu", "mps"):
+        add("runtime.sync_bn", f"SyncBatchNorm needs CUDA (nccl); runtime.device is {runtime.device}",
+            "false on CPU (runtime.bn_split: K gives K-process statistics instead)", at="runtime.device")
+    if runtime.sync_bn and runtime.bn_split > 1:
+        add("runtime.bn_split", "ghost batch norm and SyncBatchNorm contradict each other",
+            "1 with runtime.sync_bn: true", at="runtime.sync_bn")
+    elif train.batch_size % runtime.bn_split:
+        add("runtime.bn_split", f"a batch of {train.batch_size} does not split into {runtime.bn_split} equal parts",
+            f"a divisor of train.batch_size ({train.batch_size})", at="train.batch_size")
     if len(set(spec.seeds)) != len(spec.seeds):
         add("seeds", f"{spec.seeds} repeats a seed", "distinct non-negative integers")
 
@@ -476,3 +493,24 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
                 "null, or a resnet/pyramidnet backbone")
     return problems
 
+
+
+def launch_problems(spec: Spec, *, world_size: int, device_type: str) -> list[CrossFieldProblem]:
+    """Rules that need the torchrun world size and the resolved device, known only once processes run:
+    `train.batch_size` is the global batch, split into equal per-process batches (each further split
+    into `runtime.bn_split` parts), and SyncBatchNorm needs CUDA (`runtime.device: auto` on CPU)."""
+    problems: list[CrossFieldProblem] = []
+    batch, parts = spec.train.batch_size, spec.runtime.bn_split
+    if batch % world_size:
+        problems.append(CrossFieldProblem(
+            "train.batch_size", f"the global batch of {batch} images does not split into {world_size} equal "
+            f"per-process batches (torchrun world size {world_size})", f"a multiple of {world_size}"))
+    elif (batch // world_size) % parts:
+        problems.append(CrossFieldProblem(
+            "runtime.bn_split", f"each of the {world_size} processes gets {batch // world_size} images, which "
+            f"do not split into {parts} equal parts", f"a divisor of {batch // world_size}"))
+    if spec.runtime.sync_bn and device_type != "cuda":
+        problems.append(CrossFieldProblem(
+            "runtime.sync_bn", f"SyncBatchNorm needs CUDA (nccl); this run's device is {device_type}",
+            "false on CPU (runtime.bn_split: K gives K-process statistics instead)"))
+    return problems

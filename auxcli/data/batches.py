@@ -1,12 +1,16 @@
 """Batches as index slices of a device-resident split, in a seed-determined order.
 
 Each epoch's order is a permutation drawn from (seed, epoch) alone, so a resumed run sees exactly the
-order an uninterrupted one would (and ranks of a distributed run could split the same order).
+order an uninterrupted one would, and the ranks of a torchrun job split the same order: every global
+batch (`train.batch_size` images) is cut into `world_size` contiguous shards, rank r taking shard r
+(`Shard`), so the union of one step's shards is exactly the one-process batch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -14,6 +18,13 @@ import torch
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     """A distinct, reproducible 63-bit seed per (run seed, epoch, stream)."""
     return (seed * 1_000_003 + epoch * 9_176 + stream * 7_919_001) % (2**63 - 1)
+
+
+def augment_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of the augmentation generator of one rank in one epoch: a function of (seed, epoch, rank)
+    only, so draws do not depend on scheduling and a restarted job sees the same ones. Rank 0 keeps the
+    one-process seed (stream 1); rank r draws from stream 1 + 1000 r."""
+    return epoch_seed(seed, epoch, stream=1 + 1000 * rank)
 
 
 def epoch_permutation(num_images: int, *, seed: int, epoch: int) -> torch.Tensor:
@@ -25,3 +36,39 @@ def batch_indices(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor
     """Consecutive slices of `order`; the last batch may be smaller (nothing is dropped)."""
     for start in range(0, order.numel(), batch_size):
         yield order[start:start + batch_size]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rank `rank` of `world_size`: which part of each global batch this process trains on."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def of(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's contiguous part of a global batch: `torch.tensor_split` into `world_size` parts
+        (equal when the size divides; else the first parts are one longer)."""
+        if self.world_size == 1:
+            return batch
+        return batch.tensor_split(self.world_size)[self.rank]
+
+
+class ShardBatch(NamedTuple):
+    index: torch.Tensor  # this rank's images of the global batch
+    loss_scale: float  # the factor this rank's mean loss is multiplied by (1.0 in one process)
+    global_size: int  # images in the global batch, over all ranks
+
+
+def sharded_batches(order: torch.Tensor, batch_size: int, shard: Shard = Shard()) -> Iterator[ShardBatch]:
+    """This rank's part of every global batch of `order`, with the factor its mean loss is scaled by.
+
+    DistributedDataParallel averages gradients over ranks; scaling rank r's mean loss by
+    n_r * world_size / n makes that average the gradient of the mean loss over the whole global batch of
+    n images, also for a last batch that does not split evenly (the factor is 1.0 when it does). A last
+    batch smaller than the world size cannot give every rank an image and is skipped by every rank
+    (one process never skips anything)."""
+    for batch in batch_indices(order, batch_size):
+        if batch.numel() < shard.world_size:
+            continue
+        part = shard.of(batch)
+        yield ShardBatch(part, part.numel() * shard.world_size / batch.numel(), batch.numel())

@@ -4,6 +4,12 @@ The loop knows heads, losses and metrics only through the `Task` interface: the 
 `sum(task.weight * task.loss(...))`, and metric sums stay on the device until the epoch ends (one
 synchronisation per epoch, not per batch). A transform may return more images than it was given
 (rotation copies); losses are weighted by the images that reach the model.
+
+Under torchrun the loop sees its rank only as a `Shard`: training takes the rank's part of every global
+batch (`data.batches.sharded_batches`), evaluation the test batches j with j mod world_size == rank, and
+both return this rank's sums; `train.distributed` adds them up over ranks. Evaluation keeps each batch's
+sums apart and adds them in batch order (`add_in_order`), in one process too, so a distributed
+evaluation gives bit-identical sums to a one-process one.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import torch
 from torch import nn
 
 from auxcli.augment.targets import Targets
-from auxcli.data.batches import batch_indices
+from auxcli.data.batches import Shard, batch_indices, sharded_batches
 from auxcli.tasks import Task
 from auxcli.train.runtime import Runtime
 
@@ -49,6 +55,25 @@ class Sums:
     def read(self) -> dict[str, float]:
         return {key: float(value) for key, value in self._sums.items()}
 
+    def stacked(self, keys: Sequence[str]) -> torch.Tensor:
+        return torch.stack([self._sums[key] for key in keys])
+
+    def keys(self) -> list[str]:
+        return list(self._sums)
+
+
+def add_in_order(rows: dict[int, dict[str, float]]) -> dict[str, float]:
+    """Per-batch sums added in batch-number order in float32, exactly as `Sums` adds batches on the
+    device: the same rows give the same bits, whichever process computed which row."""
+    if not rows:
+        return {}
+    keys = list(rows[min(rows)])
+    total: torch.Tensor | None = None
+    for number in sorted(rows):
+        row = torch.tensor([rows[number][key] for key in keys], dtype=torch.float32)
+        total = row if total is None else total + row
+    return dict(zip(keys, total.tolist(), strict=True))
+
 
 def _objective(model: nn.Module, tasks: Sequence[Task], images: torch.Tensor, targets: Targets,
                sums: Sums, runtime: Runtime) -> torch.Tensor:
@@ -74,24 +99,27 @@ def _prepare(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 def train_epoch(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.Optimizer,
                 split: SplitTensors, order: torch.Tensor, *, batch_size: int, augment: Transform,
-                generator: torch.Generator, runtime: Runtime, on_batch: Callable[[int, torch.Tensor], None]
-                ) -> dict[str, float]:
-    """Train on `split` in the given order; returns the epoch's metric sums (see `Sums`)."""
+                generator: torch.Generator, runtime: Runtime, on_batch: Callable[[int, torch.Tensor], None],
+                shard: Shard = Shard()) -> dict[str, float]:
+    """Train on `split` in the given order, `batch_size` images per step over all ranks, this rank
+    taking its `shard` of each; returns this rank's metric sums (see `Sums`)."""
     sums = Sums()
     order = order.to(split.images.device)
-    for index in batch_indices(order, batch_size):
+    for index, loss_scale, global_size in sharded_batches(order, batch_size, shard):
         images, targets = augment(*split.batch(index), generator)
-        loss = train_step(model, tasks, optimizer, images, targets, sums=sums, runtime=runtime)
-        on_batch(int(index.numel()), loss)
+        loss = train_step(model, tasks, optimizer, images, targets, sums=sums, runtime=runtime,
+                          loss_scale=loss_scale)
+        on_batch(global_size, loss)
     return sums.read()
 
 
 def train_step(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               targets: Targets, *, sums: Sums, runtime: Runtime) -> torch.Tensor:
-    """One SGD step on an augmented, normalised batch; returns the (detached) objective."""
+               targets: Targets, *, sums: Sums, runtime: Runtime, loss_scale: float = 1.0) -> torch.Tensor:
+    """One SGD step on an augmented, normalised batch; returns the (detached, unscaled) objective.
+    `loss_scale` weights this rank's share of a global batch (`sharded_batches`)."""
     loss = _objective(model, tasks, _prepare(images, runtime), targets, sums, runtime)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * loss_scale if loss_scale != 1.0 else loss).backward()
     optimizer.step()
     return loss.detach()
 
@@ -108,17 +136,38 @@ def eval_views(tasks: Sequence[Task]) -> Callable[[torch.Tensor, Targets], tuple
     return views[0] if views else None
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, tasks: Sequence[Task], split: SplitTensors, *, batch_size: int,
              transform: Transform, generator: torch.Generator | None, runtime: Runtime) -> dict[str, float]:
     """Metric sums of `tasks` on the whole split, in file order, the model in eval mode. A batch of
     `batch_size` images grows by the tasks' `eval_views` (SLA: 4x) before the forward pass."""
-    sums = Sums()
+    return add_in_order(evaluate_batches(model, tasks, split, batch_size=batch_size, transform=transform,
+                                         generator=generator, runtime=runtime))
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, tasks: Sequence[Task], split: SplitTensors, *, batch_size: int,
+                     transform: Transform, generator: torch.Generator | None, runtime: Runtime,
+                     shard: Shard = Shard()) -> dict[int, dict[str, float]]:
+    """Each batch's metric sums, by batch number, for the batches of the split (in file order) that
+    `shard` owns: batch j belongs to rank j mod world_size, so ranks evaluate disjoint parts with no
+    padding and no duplicates. A `generator` is re-seeded with its initial seed + j before batch j, so a
+    batch's augmentation does not depend on which rank evaluates it. One synchronisation at the end."""
+    base_seed = generator.initial_seed() if generator is not None else 0
+    batches: dict[int, Sums] = {}
     order = torch.arange(len(split), device=split.images.device)
     views = eval_views(tasks)
-    for index in batch_indices(order, batch_size):
+    for number, index in enumerate(batch_indices(order, batch_size)):
+        if number % shard.world_size != shard.rank:
+            continue
+        if generator is not None:
+            generator.manual_seed(base_seed + number)
+        sums = batches[number] = Sums()
         images, targets = transform(*split.batch(index), generator)
         if views is not None:
             images, targets = views(images, targets)
         _objective(model, tasks, _prepare(images, runtime), targets, sums, runtime)
-    return sums.read()
+    if not batches:
+        return {}
+    keys = next(iter(batches.values())).keys()
+    values = torch.stack([sums.stacked(keys) for sums in batches.values()]).tolist()
+    return {number: dict(zip(keys, row, strict=True)) for number, row in zip(batches, values, strict=True)}

@@ -158,6 +158,28 @@ class RunRecorder:
         return f"[{name}](#/experiments/{source.info.experiment_id}/runs/{source_run_id})"
 
 
+class NoRecorder:
+    """The recorder of a torchrun rank other than 0: writes nothing; `run_id` is set to rank 0's."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def open(self, *, resumed_run_id: str | None, history: list[dict[str, float]], tags: dict[str, str],
+             clear_folder: bool) -> str | None:
+        return None
+
+    def record_epoch(self, epoch: int, row: dict[str, float], history: list[dict[str, float]],
+                     resume_state: dict[str, Any]) -> None:
+        pass
+
+    def record_final(self, summary: dict[str, float], final_state: dict[str, Any],
+                     record: dict[str, bytes] | None = None) -> None:
+        pass
+
+    def close(self, status: str) -> None:
+        pass
+
+
 def _epoch_metrics(row: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in row.items() if key != "epoch"}
 

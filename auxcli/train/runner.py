@@ -5,10 +5,17 @@ tasks and their heads, optimizer and schedule (the study's recipe), transfer and
 compute; every write (run folder, checkpoints, MLflow) goes through a `Recorder` (`record.py`).
 Randomness is derived from (seed, epoch), so a run resumed from `last.pt` continues exactly as an
 uninterrupted one would (bit-identical on CPU with `runtime.deterministic: true`).
+
+Under torchrun every rank runs these phases (`train/distributed.py`): rank 0 alone looks at the run folder
+and resolves transfer sources, and broadcasts what it found (finished, the `last.pt` to resume, the
+source); every rank builds the same model and wraps it in DistributedDataParallel; only rank 0 has a
+`RunRecorder` (the others a `NoRecorder`) and it broadcasts the MLflow run id. Set-up and recording run
+inside `agree` blocks, so an error on any rank stops every rank with the same message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -23,24 +30,26 @@ from auxcli import console
 from auxcli.augment.targets import Targets
 from auxcli.bundle.record import Provenance, run_record, runtime_choices
 from auxcli.augment.pipeline import build_eval_transform, build_train_augment
-from auxcli.data.batches import epoch_permutation, epoch_seed
+from auxcli.data.batches import augment_seed, epoch_permutation
 from auxcli.data.labelsets import label_set_sizes, labels_for, num_classes
 from auxcli.data.load import load_data
 from auxcli.data.stats import channel_stats
 from auxcli.data.types import ImageData, Split
-from auxcli.errors import AuxcliError, CheckpointError, TrainingDiverged
+from auxcli.errors import AuxcliError, CheckpointError, Problem, SpecError, TrainingDiverged
+from auxcli.models.batchnorm import use_ghost_batch_norm, use_sync_batch_norm
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone
-from auxcli.spec import Spec
+from auxcli.spec import Spec, launch_problems
 from auxcli.tasks import Task, build_tasks
 from auxcli.train.checkpoint import LAST_FORMAT, load_checkpoint, restore_rng_state, rng_state
-from auxcli.train.loop import SplitTensors, Transform, evaluate, train_epoch
+from auxcli.train.distributed import Ranks, current
+from auxcli.train.loop import SplitTensors, Transform, evaluate_batches, train_epoch
 from auxcli.train.metrics import split_metrics, summary_metrics
 from auxcli.runfolder import RunFolder
 from auxcli.train.progress import Progress, make_progress
-from auxcli.train.record import Recorder, RunRecorder, run_label, spec_sha256
+from auxcli.train.record import NoRecorder, Recorder, RunRecorder, run_label, spec_sha256
 from auxcli.train.runtime import Runtime, resolve_runtime, seed_everything
-from auxcli.train.transfer import apply_transfer
+from auxcli.train.transfer import apply_transfer, resolve_source
 
 EVAL_AUGMENT_SEED = 20_240_615  # fixed: test-time augmentation for aux metrics is the same every epoch
 
@@ -79,29 +88,37 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
     `provenance` (spec file as written, overrides, command line) goes into the record. `stop_after_epoch`
     ends training after that epoch with the schedule unchanged (`auxcli reproduce --epochs`): no
     `final.pt` or `metrics.json`, the MLflow run tagged `auxcli.stopped_after_epoch`."""
+    ranks = current()
     folder = RunFolder.of(spec, seed)
-    if folder.is_finished() and not force:
-        return _already_finished(spec, seed, folder)
-    folder.prepare()
-    checkpoint = None if force else _load_resumable(folder, spec)
-    if resume and checkpoint is None:
-        console.info(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.")
+    finished, checkpoint = ranks.from_main(lambda: _look_up(spec, seed, folder, resume=resume, force=force))
+    if finished is not None:
+        return RunOutcome(spec.name, seed, "complete", folder, finished, finished.get("mlflow_run_id"))
 
-    training = prepare(spec, seed)
-    start = restore(training, checkpoint)
-    recorder = RunRecorder(spec, seed, folder)
+    training = prepare(spec, seed, ranks)
+    with ranks.agree():
+        start = restore(training, checkpoint)
+    recorder = RunRecorder(spec, seed, folder) if ranks.is_main else NoRecorder()
     # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
     stop = stop_after_epoch if stop_after_epoch is not None and stop_after_epoch < spec.train.epochs else None
-    tags = {**training.transfer_tags, **({"auxcli.stopped_after_epoch": str(stop)} if stop else {})}
-    recorder.open(resumed_run_id=start.run_id, history=start.history, tags=tags, clear_folder=force)
+    tags = {**training.transfer_tags, **({"auxcli.stopped_after_epoch": str(stop)} if stop else {}),
+            **({"auxcli.world_size": str(ranks.world_size)} if ranks.distributed else {})}
+    recorder.run_id = ranks.from_main(lambda: recorder.open(
+        resumed_run_id=start.run_id, history=start.history, tags=tags, clear_folder=force))
     summary = _train_and_finish(training, recorder, start, provenance, stop)
     return RunOutcome(spec.name, seed, "stopped" if stop else "finished", folder, summary, recorder.run_id)
 
 
-def _already_finished(spec: Spec, seed: int, folder: RunFolder) -> RunOutcome:
-    console.info(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.")
-    recorded = folder.read_metrics()
-    return RunOutcome(spec.name, seed, "complete", folder, recorded, recorded.get("mlflow_run_id"))
+def _look_up(spec: Spec, seed: int, folder: RunFolder, *, resume: bool, force: bool
+             ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The run folder's state (rank 0 only): the metrics of a finished run, or the `last.pt` to resume."""
+    if folder.is_finished() and not force:
+        console.info(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.")
+        return folder.read_metrics(), None
+    folder.prepare()
+    checkpoint = None if force else _load_resumable(folder, spec)
+    if resume and checkpoint is None:
+        console.info(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.")
+    return None, checkpoint
 
 
 # ---------------------------------------------------------------------------------------------- prepare
@@ -112,8 +129,10 @@ class _Training:
 
     spec: Spec
     seed: int
+    ranks: Ranks
     model: Network
-    forward: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # the model, compiled if asked
+    forward: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # the model, under DDP and compiled if asked
+    eval_forward: Callable[[torch.Tensor], dict[str, torch.Tensor]]  # the same without DDP (no collectives)
     tasks: list[Task]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
@@ -127,32 +146,45 @@ class _Training:
     transfer_tags: dict[str, str]
 
 
-def prepare(spec: Spec, seed: int) -> _Training:
-    """Data on the device, tasks and their heads, transfer, optimizer and schedule (the study's recipe)."""
+def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
+    """Data on the device, tasks and their heads, transfer, optimizer and schedule (the study's recipe).
+    Under torchrun: data read by rank 0 first (it may generate or download it), the transfer source
+    resolved by rank 0 alone, the model wrapped in DistributedDataParallel."""
     seed_everything(seed)
-    runtime = resolve_runtime(spec.runtime)
-    data = load_data(spec.data)
-    tasks = build_tasks(spec, label_set_sizes(data))
-    mean, std = channel_stats(data.train.images)
-    model = build_network(spec, tasks)
-    setup = apply_transfer(spec, seed, model)
-    model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else
-                     torch.preserve_format)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=spec.train.lr,
-                                momentum=spec.train.momentum, nesterov=spec.train.nesterov,
-                                weight_decay=spec.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.train.milestones, spec.train.gamma)
-    mean, std = mean.to(runtime.device), std.to(runtime.device)
+    with ranks.agree():
+        runtime = resolve_runtime(spec.runtime)
+        runtime = dataclasses.replace(runtime, device=ranks.device(runtime.device))
+        _check_launch(spec, ranks, runtime)
+    data = ranks.main_first(lambda: load_data(spec.data))
+    needs_source = spec.transfer is not None and spec.transfer.from_ != "init"
+    source = ranks.from_main(lambda: resolve_source(spec, seed)) if needs_source else None
+    with ranks.agree():
+        tasks = build_tasks(spec, label_set_sizes(data))
+        mean, std = channel_stats(data.train.images)
+        model = build_network(spec, tasks)
+        setup = apply_transfer(spec, seed, model, source)
+        model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else
+                         torch.preserve_format)
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=spec.train.lr,
+                                    momentum=spec.train.momentum, nesterov=spec.train.nesterov,
+                                    weight_decay=spec.train.weight_decay)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, spec.train.milestones, spec.train.gamma)
+        mean, std = mean.to(runtime.device), std.to(runtime.device)
+        train_split = _on_device(data, data.train, "train", tasks, spec, runtime)
+        test_split = _on_device(data, data.test, "test", tasks, spec, runtime)
     normalize_only = build_eval_transform(mean, std)
 
     def clean(images: torch.Tensor, targets: Targets, generator: None) -> tuple[torch.Tensor, Targets]:
         return normalize_only(images), targets
 
+    def compiled(module: torch.nn.Module) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+        return torch.compile(module) if spec.runtime.compile else module
+
+    eval_forward = compiled(model)
     return _Training(
-        spec=spec, seed=seed, model=model, forward=torch.compile(model) if spec.runtime.compile else model,
-        tasks=tasks, optimizer=optimizer, scheduler=scheduler,
-        train_split=_on_device(data, data.train, "train", tasks, spec, runtime),
-        test_split=_on_device(data, data.test, "test", tasks, spec, runtime),
+        spec=spec, seed=seed, ranks=ranks, model=model, eval_forward=eval_forward,
+        forward=compiled(ranks.wrap(model)) if ranks.distributed else eval_forward,
+        tasks=tasks, optimizer=optimizer, scheduler=scheduler, train_split=train_split, test_split=test_split,
         augment=build_train_augment(spec.augment, mean, std), clean=clean, runtime=runtime,
         progress=make_progress(run_label(spec, seed)),
         set_train_mode=setup.set_train_mode if setup else Network.train,
@@ -160,9 +192,21 @@ def prepare(spec: Spec, seed: int) -> _Training:
 
 
 def build_network(spec: Spec, tasks: list[Task]) -> Network:
-    """The spec's backbone with one fresh head per task (the study's Figure 1)."""
+    """The spec's backbone with one fresh head per task (the study's Figure 1), its BatchNorm layers
+    ghost (`runtime.bn_split`) or synchronised (`runtime.sync_bn`) as the spec asks."""
     backbone = create_backbone(spec.model, image_size=spec.data.image_size)
-    return Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
+    network = Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
+    if spec.runtime.sync_bn:
+        return use_sync_batch_norm(network)
+    return use_ghost_batch_norm(network, spec.runtime.bn_split)
+
+
+def _check_launch(spec: Spec, ranks: Ranks, runtime: Runtime) -> None:
+    """The rules that need the world size and the device (`spec.launch_problems`), as a spec error."""
+    problems = launch_problems(spec, world_size=ranks.world_size, device_type=runtime.device.type)
+    if problems:
+        raise SpecError([Problem(f"spec '{spec.name}'", None, None, p.path, p.message, p.allowed)
+                         for p in problems])
 
 
 # ---------------------------------------------------------------------------------------------- restore
@@ -228,12 +272,15 @@ def train(t: _Training, recorder: Recorder, start: Start, stop_after_epoch: int 
     before the next starts."""
     history = list(start.history)
     for epoch in range(start.epoch, min(t.spec.train.epochs, stop_after_epoch or t.spec.train.epochs) + 1):
+        t.ranks.test_exit_hook(epoch)
         row = _one_epoch(epoch, t)
         t.scheduler.step()
         history.append(row)
-        recorder.record_epoch(epoch, row, history, {
-            "epoch": epoch, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
-            "scheduler": t.scheduler.state_dict(), "rng": rng_state(), "history": history})
+        t.ranks.check_replicas(t.model, epoch)
+        with t.ranks.agree():  # every rank waits until rank 0 has recorded the epoch (or failed to)
+            recorder.record_epoch(epoch, row, history, {
+                "epoch": epoch, "model": t.model.state_dict(), "optimizer": t.optimizer.state_dict(),
+                "scheduler": t.scheduler.state_dict(), "rng": rng_state(), "history": history})
     return history
 
 
@@ -243,32 +290,36 @@ def finish(t: _Training, recorder: Recorder, history: list[dict[str, float]],
     the reproducibility record (`repro/`: environment, code, data, provenance)."""
     summary = summary_metrics(history)
     model = t.model
-    record = run_record(t.spec, t.seed, runtime=runtime_choices(t.spec, t.runtime), provenance=provenance,
-                        transfer_tags=t.transfer_tags,
-                        split_sizes={"train": len(t.train_split), "test": len(t.test_split)})
-    recorder.record_final(summary, {
-        "spec": t.spec.to_plain(), "seed": t.seed,
-        "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
-        "heads": {name: {k: v.detach().cpu() for k, v in head.state_dict().items()}
-                  for name, head in model.heads.items()}}, record)
+    record = t.ranks.from_main(lambda: run_record(
+        t.spec, t.seed, runtime=runtime_choices(t.spec, t.runtime), provenance=provenance,
+        transfer_tags=t.transfer_tags, split_sizes={"train": len(t.train_split), "test": len(t.test_split)}))
+    with t.ranks.agree():
+        recorder.record_final(summary, {
+            "spec": t.spec.to_plain(), "seed": t.seed,
+            "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
+            "heads": {name: {k: v.detach().cpu() for k, v in head.state_dict().items()}
+                      for name, head in model.heads.items()}}, record)
     return summary
 
 
 def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
-    spec, seed, runtime = t.spec, t.seed, t.runtime
+    spec, seed, runtime, ranks = t.spec, t.seed, t.runtime, t.ranks
     started = time.perf_counter()
     lr = t.optimizer.param_groups[0]["lr"]
     order = epoch_permutation(len(t.train_split), seed=seed, epoch=epoch)
-    generator = torch.Generator(device=runtime.device).manual_seed(epoch_seed(seed, epoch, stream=1))
+    generator = torch.Generator(device=runtime.device).manual_seed(augment_seed(seed, epoch, ranks.rank))
     t.progress.start_epoch(epoch, spec.train.epochs, len(t.train_split))
     t.set_train_mode(t.model)
     train_sums = train_epoch(t.forward, t.tasks, t.optimizer, t.train_split, order, batch_size=spec.train.batch_size,
-                             augment=t.augment, generator=generator, runtime=runtime, on_batch=t.progress.batch)
+                             augment=t.augment, generator=generator, runtime=runtime, on_batch=t.progress.batch,
+                             shard=ranks.shard)
+    train_sums = ranks.sum_over_ranks(train_sums)
     train_seconds = time.perf_counter() - started
-    if not math.isfinite(train_sums["loss"]):
-        raise TrainingDiverged(f"{spec.name}-s{seed}: the training loss became {train_sums['loss']} in epoch "
-                               f"{epoch}; the run is marked FAILED and last.pt still holds epoch {epoch - 1}. "
-                               "Lower train.lr or check the data.")
+    with ranks.agree():  # the sums are the same on every rank, so is this verdict
+        if not math.isfinite(train_sums["loss"]):
+            raise TrainingDiverged(f"{spec.name}-s{seed}: the training loss became {train_sums['loss']} in epoch "
+                                   f"{epoch}; the run is marked FAILED and last.pt still holds epoch {epoch - 1}. "
+                                   "Lower train.lr or check the data.")
     t.model.eval()
     eval_started = time.perf_counter()
     row: dict[str, float] = {"epoch": epoch, **split_metrics("train", t.tasks, train_sums)}
@@ -276,14 +327,14 @@ def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
     augmented_tasks = [task for task in t.tasks if task.eval_augmented]
     batch = spec.train.eval_batch_size
     if clean_tasks:
-        sums = evaluate(t.forward, clean_tasks, t.test_split, batch_size=batch, transform=t.clean, generator=None,
-                        runtime=runtime)
-        row.update(split_metrics("test", clean_tasks, sums))
+        sums = evaluate_batches(t.eval_forward, clean_tasks, t.test_split, batch_size=batch, transform=t.clean,
+                                generator=None, runtime=runtime, shard=ranks.shard)
+        row.update(split_metrics("test", clean_tasks, ranks.sum_in_order(sums)))
     if augmented_tasks:
         fixed = torch.Generator(device=runtime.device).manual_seed(EVAL_AUGMENT_SEED)
-        sums = evaluate(t.forward, augmented_tasks, t.test_split, batch_size=batch, transform=t.augment,
-                        generator=fixed, runtime=runtime)
-        row.update(split_metrics("test", augmented_tasks, sums))
+        sums = evaluate_batches(t.eval_forward, augmented_tasks, t.test_split, batch_size=batch,
+                                transform=t.augment, generator=fixed, runtime=runtime, shard=ranks.shard)
+        row.update(split_metrics("test", augmented_tasks, ranks.sum_in_order(sums)))
     finished = time.perf_counter()
     row.update(lr=lr, epoch_seconds=finished - started, eval_seconds=finished - eval_started,
                images_per_second=len(t.train_split) / max(train_seconds, 1e-9))

@@ -42,8 +42,9 @@ class Source:
     run_id: str | None
 
 
-def apply_transfer(spec: Spec, seed: int, model: Network) -> TransferSetup | None:
-    """Load the source extractor into `model` and freeze what the protocol freezes."""
+def apply_transfer(spec: Spec, seed: int, model: Network, source: Source | None = None) -> TransferSetup | None:
+    """Load the source extractor into `model` and freeze what the protocol freezes. `source`: the
+    already resolved source (`resolve_source`; a torchrun job resolves it once, on rank 0)."""
     transfer = spec.transfer
     if transfer is None:
         return None
@@ -53,7 +54,7 @@ def apply_transfer(spec: Spec, seed: int, model: Network) -> TransferSetup | Non
     if transfer.from_ == "init":
         tags.update({"auxcli.transfer.source_spec": "init", "auxcli.transfer.source_run_id": "none"})
     else:
-        source = resolve_source(spec, seed)
+        source = source or resolve_source(spec, seed)
         state = load_checkpoint(source.checkpoint, FINAL_FORMAT)
         _check_compatible(spec, state, source)
         try:

@@ -1,0 +1,60 @@
+"""Which images BatchNorm takes its statistics over: ghost batch norm and SyncBatchNorm.
+
+The study trained on 4 GPUs with batch 128 and plain BatchNorm under DistributedDataParallel, so each
+layer normalised over the 32 images of its own GPU, and the running statistics that were saved were
+rank 0's (DDP broadcasts rank 0's buffers before every forward). `GhostBatchNorm2d` (Hoffer et al. 2017,
+"Train longer, generalize better", section 4) reproduces that in one process: each training batch is cut
+into `parts` contiguous pieces, split exactly as the ranks of a torchrun job split a global batch
+(`torch.tensor_split`), each piece normalised with its own statistics, and the running statistics
+updated from the first piece only, as rank 0's are. With `parts` = K one process computes what K ranks
+compute, up to floating-point rounding. SyncBatchNorm (`runtime.sync_bn`) is the opposite: statistics
+over the whole global batch, across processes (CUDA only).
+
+Both keep `nn.BatchNorm2d`'s state-dict keys, so checkpoints and transfer load either way.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode statistics are per part of the batch (see the module docstring)."""
+
+    def __init__(self, num_features: int, parts: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.parts = parts
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.parts == 1 or x.shape[0] < 2:
+            return super().forward(x)
+        first, *rest = [piece for piece in x.tensor_split(self.parts) if piece.shape[0]]
+        outputs = [super().forward(first)]  # updates the running statistics, as rank 0 does
+        outputs += [F.batch_norm(piece, None, None, self.weight, self.bias, True, 0.0, self.eps) for piece in rest]
+        return torch.cat(outputs)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, parts={self.parts}"
+
+
+def use_ghost_batch_norm(model: nn.Module, parts: int) -> nn.Module:
+    """Replace every `nn.BatchNorm2d` of `model` by a `GhostBatchNorm2d` with the same state, in place."""
+    if parts == 1:
+        return model
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d:
+            ghost = GhostBatchNorm2d(child.num_features, parts, eps=child.eps, momentum=child.momentum,
+                                     affine=child.affine, track_running_stats=child.track_running_stats)
+            ghost.load_state_dict(child.state_dict())
+            ghost.train(child.training)
+            setattr(model, name, ghost.to(next(child.buffers(), torch.empty(0)).device))
+        else:
+            use_ghost_batch_norm(child, parts)
+    return model
+
+
+def use_sync_batch_norm(model: nn.Module) -> nn.Module:
+    """Every BatchNorm layer of `model` as `nn.SyncBatchNorm` (statistics over all processes)."""
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
