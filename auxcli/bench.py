@@ -1,10 +1,12 @@
-"""`auxcli bench`: how much of a run's time goes to the model, and what an auxiliary head costs.
+"""`auxcli bench`: auxcli's training speed beside the loop users write by hand, and where time goes.
 
-Three measurements on the same machine and process, for one spec:
-- model-only: forward, backward and SGD step on a batch already on the device (no data, no augmentation);
-- `auxcli run`: a real run (run folder, MLflow, checkpoints); its steady-state cost per epoch is the
-  time between two epochs' MLflow records, less the epoch's test pass (`eval_seconds`), so set-up and
-  evaluation do not count against the training pipeline;
+For a spec, or a backbone given by options, on the same generated images in one process
+(`auxcli.perf.measure`): (a) the reference loop (PIL + torchvision per-sample transforms + DataLoader,
+fp32, eager), (b) auxcli's model-only train step, (c) auxcli's training pipeline end to end, their
+ratios, and achieved FLOP/s as a fraction of a stated peak; (a)-(c) use 32x32 images (CIFAR), whatever
+the spec's `data.image_size`. With a spec, also:
+- `auxcli run`, steady state: a real run (run folder, MLflow, checkpoints) on the spec's data; its cost
+  per epoch is the time between two epochs' MLflow records less the epoch's test pass (`eval_seconds`);
 - with an auxiliary task: train steps with augmentation, with and without the auxiliary head.
 """
 
@@ -12,17 +14,18 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from auxcli.augment.pipeline import build_train_augment
+from auxcli.perf.measure import Crop, ModelChoice, Recipe, RuntimeChoice, format_text, median_rate, run_bench
 from auxcli.spec import Spec
 from auxcli.tasks import Task, build_tasks
-from auxcli.data.batches import batch_indices
-from auxcli.train.loop import SplitTensors, Sums, train_epoch, train_step
+from auxcli.train.loop import SplitTensors, train_epoch
 from auxcli.train.runtime import resolve_runtime
 
 
@@ -33,6 +36,78 @@ class Measurement:
     note: str = ""
 
 
+def bench_choices(spec: Spec, device: str | None) -> tuple[ModelChoice, RuntimeChoice, Recipe]:
+    """The spec's model, runtime (device overridden) and optimizer/crop/flip recipe for `auxcli.perf`."""
+    m, r, t, a = spec.model, spec.runtime, spec.train, spec.augment
+    runtime = RuntimeChoice(device=device or r.device, precision=r.precision, channels_last=r.channels_last,
+                            compile=r.compile, compile_mode=r.compile_mode, deterministic=r.deterministic,
+                            threads=r.threads)
+    recipe = Recipe(batch_size=t.batch_size, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
+                    weight_decay=t.weight_decay, crop=Crop(a.crop.padding) if a.crop else None, flip=a.flip)
+    return ModelChoice(m.backbone, m.depth, m.alpha, m.base_width), runtime, recipe
+
+
+def bench_spec(path: Path | None, overrides: Sequence[str] = (), *, backbone: str | None = None,
+               depth: int | None = None, alpha: float | None = None) -> Spec:
+    """The spec to measure: the file's (with `--set` overrides), or the study's defaults, with the
+    `--backbone/--depth/--alpha` options applied to `model`; a bad option is a `SpecError` naming it.
+    Without a spec the depth defaults to 20 (resnet) or 110 (pyramidnet, alpha 270)."""
+    from auxcli.specfile import load_spec, validate_spec_data
+
+    data = load_spec(path, overrides).to_plain() if path else {"name": "bench", "model": {"depth": 20}}
+    model = dict(data["model"])
+    if backbone is not None and backbone != model.get("backbone", "resnet"):
+        model = {"backbone": backbone, "base_width": model.get("base_width", 16)}
+        if backbone == "pyramidnet":
+            model.update(depth=110, alpha=270.0)
+        elif backbone == "resnet":
+            model["depth"] = 20
+    model.update({k: v for k, v in (("depth", depth), ("alpha", alpha)) if v is not None})
+    locations = {("model", key): (f"--{key}", None, None)
+                 for key, value in (("backbone", backbone), ("depth", depth), ("alpha", alpha)) if value is not None}
+    return validate_spec_data({**data, "model": model}, locations, str(path) if path else "auxcli bench")
+
+
+def benchmark(spec: Spec, *, steps: int, epochs: int, device: str | None = None, workers: int | None = None,
+              repeats: int = 3) -> dict[str, Any]:
+    """The JSON object of `auxcli bench --format json` (see `BenchResult` for the fixed keys), plus
+    `run_images_per_second` (None without `epochs`) and, with an auxiliary task,
+    `no_aux_head_images_per_second` and `aux_head_images_per_second`."""
+    model, runtime, recipe = bench_choices(spec, device)
+    result = run_bench(model, runtime, recipe, steps=steps, repeats=repeats, workers=workers).as_json()
+    result["run_images_per_second"] = run_throughput(spec, epochs=epochs, device=device) if epochs else None
+    if spec.task.aux is not None and spec.task.labels != "none":  # aux alone: nothing to compare with
+        without = spec.model_copy(update={"task": spec.task.model_copy(update={"aux": None})})
+        result["aux_kind"] = spec.task.aux.kind
+        result["no_aux_head_images_per_second"] = train_step_throughput(without, steps=steps, device=device)
+        result["aux_head_images_per_second"] = train_step_throughput(spec, steps=steps, device=device)
+    return result
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """`format_text` of the three-way comparison, then the spec's extra rows."""
+    from auxcli.perf.measure import BenchResult
+
+    fields = BenchResult.__dataclass_fields__
+    lines = [format_text(BenchResult(**{k: v for k, v in result.items() if k in fields}))]
+    rows = []
+    if result.get("run_images_per_second"):
+        run = result["run_images_per_second"]
+        rows.append(Measurement("auxcli run, steady state", run,
+                                f"{run / result['model_only_images_per_second']:.2f}x model-only (target >= 0.9x)"))
+    if "aux_head_images_per_second" in result:
+        base, with_aux = result["no_aux_head_images_per_second"], result["aux_head_images_per_second"]
+        rows.append(Measurement("train step + augmentation, no aux head", base))
+        rows.append(Measurement(f"train step + augmentation, {result['aux_kind']} aux head", with_aux,
+                                f"{100 * (base / with_aux - 1):+.1f}% time per step (target <= +10%)"))
+    if rows:
+        from tabulate import tabulate
+
+        lines.append(tabulate([(r.name, f"{r.images_per_second:,.0f}", r.note) for r in rows],
+                              headers=["measurement", "images/s", "note"]))
+    return "\n\n".join(lines)
+
+
 def _synthetic_split(spec: Spec, tasks: list[Task], images: int, device: torch.device) -> SplitTensors:
     generator = torch.Generator().manual_seed(0)
     size = spec.data.image_size
@@ -41,15 +116,17 @@ def _synthetic_split(spec: Spec, tasks: list[Task], images: int, device: torch.d
     return SplitTensors(pixels.to(device), {k: v.to(device) for k, v in classes.items()})
 
 
-def train_step_throughput(spec: Spec, *, steps: int, with_augment: bool, repeats: int = 3) -> float:
-    """Images/s of train steps through the real loop. Without augmentation, the batches are augmented
-    once beforehand and only the steps are timed (the model-only figure)."""
+def train_step_throughput(spec: Spec, *, steps: int, repeats: int = 3, device: str | None = None) -> float:
+    """Images/s of the spec's train steps with its augmentations (all its tasks) through the real loop."""
     from auxcli.train.runner import build_network
 
-    runtime = resolve_runtime(spec.runtime)
+    runtime_spec = spec.runtime.model_copy(update={"device": device}) if device else spec.runtime
+    runtime = resolve_runtime(runtime_spec, backbone=spec.model.backbone)
     torch.manual_seed(0)
     tasks = build_tasks(spec, 100)
-    model = build_network(spec, tasks).to(runtime.device)
+    model = build_network(spec, tasks).to(runtime.device, memory_format=torch.channels_last if runtime.channels_last
+                                          else torch.preserve_format)
+    forward = runtime.compile(model)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.train.lr, momentum=spec.train.momentum,
                                 nesterov=spec.train.nesterov, weight_decay=spec.train.weight_decay)
@@ -59,37 +136,25 @@ def train_step_throughput(spec: Spec, *, steps: int, with_augment: bool, repeats
     augment = build_train_augment(spec.augment, mean, std)
     generator = torch.Generator(device=runtime.device).manual_seed(0)
     order = torch.arange(batch * steps, device=runtime.device)
-    prepared = [augment(*split.batch(index), generator) for index in batch_indices(order, batch)]
 
     def one_pass() -> None:
-        if with_augment:
-            train_epoch(model, tasks, optimizer, split, order, batch_size=batch, augment=augment,
-                        generator=generator, runtime=runtime, on_batch=lambda n, loss: None)
-        else:
-            sums = Sums()
-            for images, targets in prepared:
-                train_step(model, tasks, optimizer, images, targets, sums=sums, runtime=runtime)
-            sums.read()  # the same one synchronisation per epoch as the real loop
+        train_epoch(forward, tasks, optimizer, split, order, batch_size=batch, augment=augment,
+                    generator=generator, runtime=runtime, on_batch=lambda n, loss: None)
 
-    rates = []
-    for repeat in range(repeats + 1):
-        _sync(runtime.device)
-        started = time.perf_counter()
-        one_pass()
-        _sync(runtime.device)
-        if repeat:  # the first pass warms up allocators and kernels
-            rates.append(batch * steps / (time.perf_counter() - started))
-    return statistics.median(rates)
+    return median_rate(one_pass, len(split), runtime.device, repeats)
 
 
-def run_throughput(spec: Spec, *, epochs: int) -> float:
+def run_throughput(spec: Spec, *, epochs: int, device: str | None = None) -> float:
     """Steady-state training images/s of a real `auxcli run` (logging and checkpointing included)."""
     import mlflow
 
     from auxcli.train.runner import run_seed
 
     with tempfile.TemporaryDirectory(prefix="auxcli-bench-") as tmp:
-        update = {"runtime": spec.runtime.model_copy(update={"runs_dir": str(Path(tmp) / "runs")}),
+        runtime_update: dict[str, Any] = {"runs_dir": str(Path(tmp) / "runs")}
+        if device:
+            runtime_update["device"] = device
+        update = {"runtime": spec.runtime.model_copy(update=runtime_update),
                   "tracking": spec.tracking.model_copy(update={"uri": f"sqlite:///{tmp}/mlflow.db"}),
                   "train": spec.train.model_copy(update={"epochs": epochs + 1, "milestones": []}),
                   "name": f"{spec.name}-bench"}
@@ -108,22 +173,6 @@ def _train_size(spec: Spec) -> int:
     from auxcli.data.load import load_data
 
     return len(load_data(spec.data).train)
-
-
-def benchmark(spec: Spec, *, steps: int, epochs: int) -> list[Measurement]:
-    model_only = train_step_throughput(spec, steps=steps, with_augment=False)
-    rows = [Measurement("model-only train step", model_only, "batch on the device, no augmentation")]
-    end_to_end = run_throughput(spec, epochs=epochs)
-    rows.append(Measurement("auxcli run, steady state", end_to_end,
-                            f"{end_to_end / model_only:.2f}x model-only (target >= 0.9x)"))
-    if spec.task.aux is not None and spec.task.labels != "none":  # aux alone: nothing to compare with
-        without = spec.model_copy(update={"task": spec.task.model_copy(update={"aux": None})})
-        base = train_step_throughput(without, steps=steps, with_augment=True)
-        with_aux = train_step_throughput(spec, steps=steps, with_augment=True)
-        rows.append(Measurement("train step + augmentation, no aux head", base))
-        rows.append(Measurement(f"train step + augmentation, {spec.task.aux.kind} aux head", with_aux,
-                                f"{100 * (base / with_aux - 1):+.1f}% time per step (target <= +10%)"))
-    return rows
 
 
 def _sync(device: torch.device) -> None:

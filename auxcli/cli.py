@@ -131,7 +131,16 @@ YAML documents.
 # ---------------------------------------------------------------------------------------------- plan
 
 @app.command()
-def plan(paths: SpecPaths, set_: SetOption = None) -> None:
+def plan(
+    paths: SpecPaths,
+    set_: SetOption = None,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate", help="Also estimate each run's and the suite's wall time here (a short benchmark per "
+        "model, cached per machine).")] = False,
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="With --estimate: ignore cached rates.")] = False,
+    cache: Annotated[Path | None, typer.Option(
+        help="With --estimate: the rate cache (default ~/.cache/auxcli/throughput.json).")] = None,
+) -> None:
     """Print the run order (transfers after their sources) and each seed's status: done, partial, todo."""
     from auxcli.plan import plan_table, run_status
     from auxcli.sweep import load_grid
@@ -144,6 +153,14 @@ def plan(paths: SpecPaths, set_: SetOption = None) -> None:
     statuses = [run_status(spec, seed) for spec in specs for seed in spec.seeds]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "partial", "todo"))
     typer.echo(f"{len(specs)} specs, {len(statuses)} runs: {counts}")
+    if estimate:
+        from auxcli.estimate import RateCache, default_cache_path, estimate_runs, estimate_table
+
+        rates = RateCache(cache or default_cache_path())
+        if remeasure:
+            rates.rates.clear()
+        runs = estimate_runs(specs, cache=rates, on_measure=lambda name: typer.echo(f"measuring {name} ...", err=True))
+        typer.echo("\n" + estimate_table(runs, "this machine"))
 
 
 @app.command()
@@ -158,6 +175,8 @@ def run(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Say what would run, where it would write and why (todo, done, stale, partial); "
         "train nothing.")] = False,
+    concurrent: Annotated[int, typer.Option(
+        min=1, help="Train up to K runs (seeds or specs) at once on the device, one process each.")] = 1,
     nproc: Annotated[int | None, typer.Option(min=1, help=(
         "Train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU, one GPU "
         "per process on CUDA). Same as: torchrun --standalone --nproc-per-node N -m auxcli run ..."))] = None,
@@ -185,6 +204,19 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
         typer.echo(format_dry_run(plan_seeds(specs, seeds=[seed] if seed is not None else None, force=force)),
                    nl=False)
         return
+    if concurrent > 1:  # each process captures its own provenance, as `auxcli run FILE --seed S` would
+        if nproc is not None:
+            raise typer.BadParameter("--concurrent runs one process per run; it cannot be combined with --nproc")
+        from auxcli.sweep import parse_grid
+
+        if parse_grid(overrides).axes:  # each child would expand the whole grid again
+            raise typer.BadParameter("--concurrent does not take a --set sweep (key=a,b) yet; run the sweep "
+                                     "without --concurrent, or one value per command")
+        from auxcli.concurrent import jobs_for, run_concurrently
+
+        child = [*(["--params", str(params)] if params else []), *[o for item in set_ or [] for o in ("--set", item)],
+                 *(["--resume"] if resume else []), *(["--force"] if force else [])]
+        raise typer.Exit(run_concurrently(jobs_for(files, overrides, seed), concurrent=concurrent, child_options=child))
     if nproc is not None:  # check the specs here, then start the same command under torchrun
         from auxcli.train.launch import launch, run_arguments
 
@@ -361,6 +393,11 @@ def ui(
     typer.echo("stopped")
 
 
+class BenchFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
 # ---------------------------------------------------------------------------------------------- analyze
 
 class Embedding(str, Enum):
@@ -396,20 +433,29 @@ def analyze(
 
 @app.command()
 def bench(
-    spec_path: Annotated[Path, typer.Argument(help="The spec to measure.")],
+    spec_path: Annotated[Path | None, typer.Argument(
+        help="The spec to measure (its model, batch, optimizer, runtime); or give --backbone.")] = None,
     set_: SetOption = None,
-    steps: Annotated[int, typer.Option(help="Train steps per model-only measurement.")] = 20,
-    epochs: Annotated[int, typer.Option(help="Steady-state epochs of the real run.")] = 2,
+    backbone: Annotated[str | None, typer.Option(help="resnet, pyramidnet or linear (overrides the spec).")] = None,
+    depth: Annotated[int | None, typer.Option(help="Depth 6n+2 (default 20 without a spec).")] = None,
+    alpha: Annotated[float | None, typer.Option(help="PyramidNet widening factor (270 in the study).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Batches per timed pass.")] = 20,
+    epochs: Annotated[int | None, typer.Option(
+        min=0, help="Steady-state epochs of a real `auxcli run` on the spec's data (default 2 with a spec, "
+        "0 without; 0 skips it).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: the spec's runtime.device).")]
+    = None,
+    workers: Annotated[int | None, typer.Option(min=0, help="Reference DataLoader workers (default: cores, <= 8).")]
+    = None,
+    fmt: Annotated[BenchFormat, typer.Option("--format", "-f", help="text or json (fixed keys).")] = BenchFormat.text,
 ) -> None:
-    """Model-only train-step images/s vs a real `auxcli run`, and the cost of the auxiliary head."""
-    from tabulate import tabulate
+    """auxcli vs the hand-written loop (PIL + torchvision + DataLoader): images/s, ratios, FLOP/s vs peak."""
+    from auxcli.bench import bench_spec, benchmark, format_report
 
-    from auxcli.bench import benchmark
-    from auxcli.specfile import load_spec
-
-    rows = benchmark(load_spec(spec_path, set_ or ()), steps=steps, epochs=epochs)
-    typer.echo(tabulate([(r.name, f"{r.images_per_second:,.0f}", r.note) for r in rows],
-                        headers=["measurement", "images/s", "note"]))
+    spec = bench_spec(spec_path, set_ or (), backbone=backbone, depth=depth, alpha=alpha)
+    result = benchmark(spec, steps=steps, epochs=(2 if spec_path else 0) if epochs is None else epochs,
+                       device=device, workers=workers)
+    typer.echo(json.dumps(result) if fmt is BenchFormat.json else format_report(result))
 
 
 @app.command()

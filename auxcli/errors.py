@@ -100,6 +100,12 @@ class ReproductionMismatch(AuxcliError):
     exit_code = 1
 
 
+class DeviceError(AuxcliError):
+    """`runtime.device` (or `--device`) names a device this machine does not have."""
+
+    exit_code = 2
+
+
 class LaunchError(AuxcliError):
     """A multi-process launch that cannot work (e.g. more processes per machine than GPUs)."""
 

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt, model_validator
 
+from auxcli.models.depth import allowed_depths, valid_depth
+
 LabelSet = Literal["gt", "superclass", "random"]
 LABEL_SETS: tuple[str, ...] = ("gt", "superclass", "random")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
@@ -255,12 +257,15 @@ class RuntimeSpec(Section):
     """auto (CUDA if available, else MPS, else CPU), cpu, cuda, cuda:N or mps."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; or bf16."""
-    compile: bool = False
-    """torch.compile the model (slower start, faster steps on GPUs)."""
+    compile: bool = False  # torch.compile the model with static shapes (see auxcli/train/runtime.py)
+    """torch.compile the model with static shapes (slower start, faster steps on GPUs)."""
+    # with compile: true; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "auto"
+    """torch.compile mode when compile is on; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere."""
     deterministic: bool = False
     """Deterministic kernels: bit-identical reruns and resumes, at some speed cost."""
-    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for CUDA
-    """Memory format of images and weights; auto: on for CUDA."""
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for conv backbones on CUDA and CPU
+    """Memory format of images and weights; auto: on for conv backbones on CUDA and CPU."""
     threads: PositiveInt | None = None  # torch.set_num_threads; None leaves torch's default
     """CPU threads torch may use (torch.set_num_threads); null leaves torch's default."""
     runs_dir: str = "runs"  # run folders are <runs_dir>/<name>/seed-<k>/
@@ -363,21 +368,6 @@ class CrossFieldErrors(Exception):
     def __init__(self, problems: list[CrossFieldProblem]):
         self.problems = problems
         super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
-
-
-def valid_depth(backbone: str, depth: int) -> bool:
-    """CIFAR ResNet (He et al. 2016) and basic-block PyramidNet (Han et al. 2017): 3 stages of n blocks,
-    2 convs each, plus the stem conv and the classifier: depth = 6n + 2. Wide ResNet (Zagoruyko &
-    Komodakis 2016) counts its 1x1 projection shortcuts of stages 2 and 3 too: depth = 6n + 4."""
-    if backbone == "wrn":
-        return depth >= 10 and (depth - 4) % 6 == 0
-    return depth >= 8 and (depth - 2) % 6 == 0
-
-
-def allowed_depths(backbone: str) -> str:
-    if backbone == "wrn":
-        return "6n+4 with n >= 1 (10, 16, 22, 28, ...)"
-    return "6n+2 with n >= 1 (8, 14, 20, ..., 110)"
 
 
 def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:

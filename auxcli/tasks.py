@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -25,7 +25,9 @@ from auxcli.augment.ricap import NUM_RICAP_SOURCES
 from auxcli.augment.rotation import NUM_ROTATIONS, rotate_copies
 from auxcli.augment.targets import Targets
 from auxcli.models.heads import ClassifierHead, SegmentationHead
-from auxcli.spec import Spec
+
+if TYPE_CHECKING:
+    from auxcli.spec import Spec
 
 
 class Task(Protocol):
@@ -311,7 +313,7 @@ NUM_CLASSES = {"gt": None, "superclass": 20, "random": None}  # gt/random: the d
 # number of ground-truth classes, with CIFAR-100's 20 superclasses.
 ClassCounts = int | Mapping[str, int]
 
-AuxFactory = Callable[[Spec, ClassCounts], Task]  # (spec, class counts) -> task
+AuxFactory = Callable[["Spec", ClassCounts], Task]  # (spec, class counts) -> task
 AUX_TASKS: dict[str, AuxFactory] = {}
 
 

@@ -16,6 +16,7 @@ augmentations every epoch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,7 +27,9 @@ from auxcli.augment.normalize import normalize
 from auxcli.augment.ricap import ricap
 from auxcli.augment.rotation import rotate_copies
 from auxcli.augment.targets import Targets
-from auxcli.spec import AugmentSpec
+
+if TYPE_CHECKING:
+    from auxcli.spec import AugmentSpec
 
 TrainAugment = Callable[[torch.Tensor, Targets, torch.Generator], tuple[torch.Tensor, Targets]]
 EvalTransform = Callable[[torch.Tensor], torch.Tensor]

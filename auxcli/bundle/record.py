@@ -117,6 +117,7 @@ def runtime_choices(spec: Spec, runtime: Any) -> dict[str, Any]:
 
     return {"device": str(runtime.device), "precision": "bf16" if runtime.autocast_dtype is not None else "fp32",
             "channels_last": runtime.channels_last, "compile": spec.runtime.compile,
+            "compile_mode": runtime.compile_mode or "none",
             "deterministic": spec.runtime.deterministic, "threads": torch.get_num_threads()}
 
 

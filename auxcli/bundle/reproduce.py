@@ -219,7 +219,7 @@ def differences(recorded: Path, spec, data_now: dict[str, Any]) -> tuple[list[st
         return [f"{label}: no repro/ record (run finished before records existed); differences unknown"], None
     lines = []
     env_then = json.loads((record / "environment.json").read_text())
-    env_now = environment(runtime_choices(spec, resolve_runtime(spec.runtime)))
+    env_now = environment(runtime_choices(spec, resolve_runtime(spec.runtime, backbone=spec.model.backbone)))
     for key in ("python", "os", "machine", "cpu", "gpus", "gpu_driver", "cuda", "cudnn", "torch", "torchvision",
                 "threads", "runtime", "determinism"):
         if env_then.get(key) != env_now.get(key):

@@ -32,9 +32,15 @@ def epoch_permutation(num_images: int, *, seed: int, epoch: int) -> torch.Tensor
     return torch.randperm(num_images, generator=generator)
 
 
-def batch_indices(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    """Consecutive slices of `order`; the last batch may be smaller (nothing is dropped)."""
-    for start in range(0, order.numel(), batch_size):
+def images_in_batches(num_images: int, batch_size: int, drop_last: bool) -> int:
+    """How many of `num_images` the batches of `batch_indices` hold."""
+    return num_images - num_images % batch_size if drop_last and num_images >= batch_size else num_images
+
+
+def batch_indices(order: torch.Tensor, batch_size: int, *, drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """Consecutive slices of `order`; the last batch may be smaller, unless `drop_last` drops it (static
+    shapes for compiled code; a split smaller than one batch keeps its one batch)."""
+    for start in range(0, images_in_batches(order.numel(), batch_size, drop_last), batch_size):
         yield order[start:start + batch_size]
 
 
@@ -59,15 +65,16 @@ class ShardBatch(NamedTuple):
     global_size: int  # images in the global batch, over all ranks
 
 
-def sharded_batches(order: torch.Tensor, batch_size: int, shard: Shard = Shard()) -> Iterator[ShardBatch]:
+def sharded_batches(order: torch.Tensor, batch_size: int, shard: Shard = Shard(), *,
+                    drop_last: bool = False) -> Iterator[ShardBatch]:
     """This rank's part of every global batch of `order`, with the factor its mean loss is scaled by.
 
     DistributedDataParallel averages gradients over ranks; scaling rank r's mean loss by
     n_r * world_size / n makes that average the gradient of the mean loss over the whole global batch of
     n images, also for a last batch that does not split evenly (the factor is 1.0 when it does). A last
     batch smaller than the world size cannot give every rank an image and is skipped by every rank
-    (one process never skips anything)."""
-    for batch in batch_indices(order, batch_size):
+    (one process never skips anything). `drop_last` drops a last partial batch (see `batch_indices`)."""
+    for batch in batch_indices(order, batch_size, drop_last=drop_last):
         if batch.numel() < shard.world_size:
             continue
         part = shard.of(batch)

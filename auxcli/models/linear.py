@@ -8,11 +8,15 @@ is the single layer of the baseline (3072 * 100 + 100 = 307,300 parameters for C
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from auxcli.models.registry import register_backbone
-from auxcli.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from auxcli.spec import ModelSpec
 
 
 class RawPixels(nn.Module):

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from auxcli.models.heads import ClassifierHead
 from auxcli.models.network import Network
-from auxcli.spec import ModelSpec
+
+if TYPE_CHECKING:  # the models import without pydantic (auxcli.bench_core runs where it is missing)
+    from auxcli.spec import ModelSpec
 
 BackboneFactory = Callable[..., nn.Module]  # (spec: ModelSpec, *, image_size: int) -> nn.Module
 BACKBONES: dict[str, BackboneFactory] = {}

@@ -19,12 +19,17 @@ Init: convs normal with std sqrt(2 / (k*k*out_channels)) (He et al. 2015; fb.res
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from auxcli.models.registry import register_backbone
-from auxcli.spec import ModelSpec, valid_depth
+from auxcli.models.depth import valid_depth
+
+if TYPE_CHECKING:
+    from auxcli.spec import ModelSpec
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

@@ -20,13 +20,18 @@ the other CIFAR backbones here (the authors' and RICAP's code use fan-in); BN we
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from auxcli.models.registry import register_backbone
 from auxcli.models.resnet import conv3x3, init_weights
-from auxcli.spec import ModelSpec, allowed_depths, valid_depth
+from auxcli.models.depth import allowed_depths, valid_depth
+
+if TYPE_CHECKING:
+    from auxcli.spec import ModelSpec
 
 
 class WideBlock(nn.Module):

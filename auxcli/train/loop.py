@@ -10,6 +10,10 @@ batch (`data.batches.sharded_batches`), evaluation the test batches j with j mod
 both return this rank's sums; `train.distributed` adds them up over ranks. Evaluation keeps each batch's
 sums apart and adds them in batch order (`add_in_order`), in one process too, so a distributed
 evaluation gives bit-identical sums to a one-process one.
+
+With `runtime.compile`, the model is compiled for one batch shape: training drops the last partial batch
+(a different subset each epoch, as the order is reshuffled) and evaluation runs a last partial batch
+through the eager model, so nothing recompiles; augmentation stays outside the compiled region.
 """
 
 from __future__ import annotations
@@ -77,6 +81,8 @@ def add_in_order(rows: dict[int, dict[str, float]]) -> dict[str, float]:
 
 def _objective(model: nn.Module, tasks: Sequence[Task], images: torch.Tensor, targets: Targets,
                sums: Sums, runtime: Runtime) -> torch.Tensor:
+    if runtime.cuda_graphs:  # a new step: the previous replay's outputs may be overwritten
+        torch.compiler.cudagraph_mark_step_begin()
     with runtime.autocast():
         outputs = model(images)
     total = torch.zeros((), device=images.device)
@@ -93,10 +99,6 @@ def _objective(model: nn.Module, tasks: Sequence[Task], images: torch.Tensor, ta
     return total
 
 
-def _prepare(images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    return images.contiguous(memory_format=torch.channels_last) if runtime.channels_last else images
-
-
 def train_epoch(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.Optimizer,
                 split: SplitTensors, order: torch.Tensor, *, batch_size: int, augment: Transform,
                 generator: torch.Generator, runtime: Runtime, on_batch: Callable[[int, torch.Tensor], None],
@@ -105,7 +107,8 @@ def train_epoch(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.
     taking its `shard` of each; returns this rank's metric sums (see `Sums`)."""
     sums = Sums()
     order = order.to(split.images.device)
-    for index, loss_scale, global_size in sharded_batches(order, batch_size, shard):
+    for index, loss_scale, global_size in sharded_batches(order, batch_size, shard,
+                                                          drop_last=runtime.static_shapes):
         images, targets = augment(*split.batch(index), generator)
         loss = train_step(model, tasks, optimizer, images, targets, sums=sums, runtime=runtime,
                           loss_scale=loss_scale)
@@ -117,7 +120,7 @@ def train_step(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.O
                targets: Targets, *, sums: Sums, runtime: Runtime, loss_scale: float = 1.0) -> torch.Tensor:
     """One SGD step on an augmented, normalised batch; returns the (detached, unscaled) objective.
     `loss_scale` weights this rank's share of a global batch (`sharded_batches`)."""
-    loss = _objective(model, tasks, _prepare(images, runtime), targets, sums, runtime)
+    loss = _objective(model, tasks, runtime.prepare(images), targets, sums, runtime)
     optimizer.zero_grad(set_to_none=True)
     (loss * loss_scale if loss_scale != 1.0 else loss).backward()
     optimizer.step()
@@ -137,21 +140,24 @@ def eval_views(tasks: Sequence[Task]) -> Callable[[torch.Tensor, Targets], tuple
 
 
 def evaluate(model: nn.Module, tasks: Sequence[Task], split: SplitTensors, *, batch_size: int,
-             transform: Transform, generator: torch.Generator | None, runtime: Runtime) -> dict[str, float]:
+             transform: Transform, generator: torch.Generator | None, runtime: Runtime,
+             eager: nn.Module | None = None) -> dict[str, float]:
     """Metric sums of `tasks` on the whole split, in file order, the model in eval mode. A batch of
-    `batch_size` images grows by the tasks' `eval_views` (SLA: 4x) before the forward pass."""
+    `batch_size` images grows by the tasks' `eval_views` (SLA: 4x) before the forward pass. `eager`, the
+    uncompiled model, takes a last batch smaller than `batch_size` when `model` is compiled."""
     return add_in_order(evaluate_batches(model, tasks, split, batch_size=batch_size, transform=transform,
-                                         generator=generator, runtime=runtime))
+                                         generator=generator, runtime=runtime, eager=eager))
 
 
 @torch.no_grad()
 def evaluate_batches(model: nn.Module, tasks: Sequence[Task], split: SplitTensors, *, batch_size: int,
                      transform: Transform, generator: torch.Generator | None, runtime: Runtime,
-                     shard: Shard = Shard()) -> dict[int, dict[str, float]]:
+                     shard: Shard = Shard(), eager: nn.Module | None = None) -> dict[int, dict[str, float]]:
     """Each batch's metric sums, by batch number, for the batches of the split (in file order) that
     `shard` owns: batch j belongs to rank j mod world_size, so ranks evaluate disjoint parts with no
     padding and no duplicates. A `generator` is re-seeded with its initial seed + j before batch j, so a
-    batch's augmentation does not depend on which rank evaluates it. One synchronisation at the end."""
+    batch's augmentation does not depend on which rank evaluates it. One synchronisation at the end.
+    `eager` (the uncompiled model) takes a last partial batch when `model` is compiled (static shapes)."""
     base_seed = generator.initial_seed() if generator is not None else 0
     batches: dict[int, Sums] = {}
     order = torch.arange(len(split), device=split.images.device)
@@ -165,7 +171,8 @@ def evaluate_batches(model: nn.Module, tasks: Sequence[Task], split: SplitTensor
         images, targets = transform(*split.batch(index), generator)
         if views is not None:
             images, targets = views(images, targets)
-        _objective(model, tasks, _prepare(images, runtime), targets, sums, runtime)
+        partial = eager is not None and runtime.static_shapes and index.numel() < batch_size
+        _objective(eager if partial else model, tasks, runtime.prepare(images), targets, sums, runtime)
     if not batches:
         return {}
     keys = next(iter(batches.values())).keys()

@@ -52,8 +52,10 @@ class Recorder(Protocol):
 class RunRecorder:
     """The run folder `runs/<name>/seed-<k>/` and one MLflow run for one (spec, seed)."""
 
-    def __init__(self, spec: Spec, seed: int, folder: RunFolder):
+    def __init__(self, spec: Spec, seed: int, folder: RunFolder, params: dict[str, str] | None = None):
+        """`params`: recorded beside the flattened spec when the MLflow run starts (the resolved runtime)."""
         self.spec, self.seed, self.folder = spec, seed, folder
+        self.params = params or {}
         self.tracker: RunTracker | None = None
         self.run_id: str | None = None
         self.parent_run_id: str | None = None
@@ -91,7 +93,8 @@ class RunRecorder:
             description=parent_description(spec, command=command, spec_text=dump_spec(spec)))
         all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
                     "auxcli.spec_sha256": sha, **git.as_tags(), **standard, **tags}
-        tracker.start(run_label(spec, self.seed), all_tags, params, parent_run_id=self.parent_run_id)
+        tracker.start(run_label(spec, self.seed), all_tags, {**params, **self.params},
+                      parent_run_id=self.parent_run_id)
         for row in history:  # resuming into a store that lost the earlier run: carry its epochs over
             tracker.log_metrics(_epoch_metrics(row), step=int(row["epoch"]))
         data = _data_identity(spec)

@@ -30,7 +30,7 @@ from auxcli import console
 from auxcli.augment.targets import Targets
 from auxcli.bundle.record import Provenance, run_record, runtime_choices
 from auxcli.augment.pipeline import build_eval_transform, build_train_augment
-from auxcli.data.batches import augment_seed, epoch_permutation
+from auxcli.data.batches import augment_seed, epoch_permutation, images_in_batches
 from auxcli.data.labelsets import label_set_sizes, labels_for, num_classes
 from auxcli.data.load import load_data
 from auxcli.data.stats import channel_stats
@@ -97,7 +97,7 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
     training = prepare(spec, seed, ranks)
     with ranks.agree():
         start = restore(training, checkpoint)
-    recorder = RunRecorder(spec, seed, folder) if ranks.is_main else NoRecorder()
+    recorder = RunRecorder(spec, seed, folder, params=training.runtime.params()) if ranks.is_main else NoRecorder()
     # --force clears the old results only now that set-up succeeded: a failed --force changes nothing.
     stop = stop_after_epoch if stop_after_epoch is not None and stop_after_epoch < spec.train.epochs else None
     tags = {**training.transfer_tags, **({"auxcli.stopped_after_epoch": str(stop)} if stop else {}),
@@ -152,7 +152,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
     resolved by rank 0 alone, the model wrapped in DistributedDataParallel."""
     seed_everything(seed)
     with ranks.agree():
-        runtime = resolve_runtime(spec.runtime)
+        runtime = resolve_runtime(spec.runtime, backbone=spec.model.backbone)
         runtime = dataclasses.replace(runtime, device=ranks.device(runtime.device))
         _check_launch(spec, ranks, runtime)
     data = ranks.main_first(lambda: load_data(spec.data))
@@ -178,7 +178,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
         return normalize_only(images), targets
 
     def compiled(module: torch.nn.Module) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-        return torch.compile(module) if spec.runtime.compile else module
+        return runtime.compile(module)  # static shapes, the resolved mode; the module itself when not compiling
 
     eval_forward = compiled(model)
     return _Training(
@@ -328,16 +328,19 @@ def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
     batch = spec.train.eval_batch_size
     if clean_tasks:
         sums = evaluate_batches(t.eval_forward, clean_tasks, t.test_split, batch_size=batch, transform=t.clean,
-                                generator=None, runtime=runtime, shard=ranks.shard)
+                                generator=None, runtime=runtime, shard=ranks.shard,
+                                eager=t.model)
         row.update(split_metrics("test", clean_tasks, ranks.sum_in_order(sums)))
     if augmented_tasks:
         fixed = torch.Generator(device=runtime.device).manual_seed(EVAL_AUGMENT_SEED)
         sums = evaluate_batches(t.eval_forward, augmented_tasks, t.test_split, batch_size=batch,
-                                transform=t.augment, generator=fixed, runtime=runtime, shard=ranks.shard)
+                                transform=t.augment, generator=fixed, runtime=runtime, shard=ranks.shard,
+                                eager=t.model)
         row.update(split_metrics("test", augmented_tasks, ranks.sum_in_order(sums)))
     finished = time.perf_counter()
     row.update(lr=lr, epoch_seconds=finished - started, eval_seconds=finished - eval_started,
-               images_per_second=len(t.train_split) / max(train_seconds, 1e-9))
+               images_per_second=images_in_batches(len(t.train_split), spec.train.batch_size, runtime.static_shapes)
+               / max(train_seconds, 1e-9))
     t.progress.end_epoch(epoch, spec.train.epochs, row)
     return row
 

@@ -1,4 +1,8 @@
-"""Where and how a run computes: device, precision, memory format, determinism (`runtime:` spec).
+"""Where and how a run computes: device, precision, memory format, compilation, determinism (`runtime:`).
+
+`resolve_runtime` turns the spec's `auto` values into what this machine runs, and `Runtime.params`
+names the resolved values, which every run records in MLflow (`runtime.resolved.*`): the spec's
+`auto` says what was asked, these what ran.
 
 `deterministic: true` asks PyTorch for reproducible kernels (https://pytorch.org/docs/stable/notes/
 randomness.html): `torch.use_deterministic_algorithms(True)` (an op without a deterministic kernel raises
@@ -13,11 +17,20 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
-from auxcli.spec import RuntimeSpec
+if TYPE_CHECKING:
+    from auxcli.spec import RuntimeSpec
+
+# Backbones without convolutions: channels_last changes nothing but the copies it costs.
+NO_CONV_BACKBONES = frozenset({"linear"})
+# torch.compile modes that capture CUDA graphs (on a CUDA device; inductor skips them on CPU).
+CUDA_GRAPH_MODES = frozenset({"reduce-overhead", "max-autotune"})
 
 
 DETERMINISTIC_CUBLAS_WORKSPACE = ":4096:8"
@@ -37,22 +50,95 @@ class Runtime:
     device: torch.device
     autocast_dtype: torch.dtype | None  # None: full fp32
     channels_last: bool
+    compile_mode: str | None = None  # None: eager; else the mode given to torch.compile
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.autocast_dtype == torch.bfloat16 else "fp32"
 
-def resolve_runtime(spec: RuntimeSpec) -> Runtime:
-    """`auto` picks CUDA when present; precision `auto` is bf16 autocast on CUDA and fp32 on CPU."""
+    @property
+    def memory_format(self) -> str:
+        return "channels_last" if self.channels_last else "contiguous"
+
+    @property
+    def static_shapes(self) -> bool:
+        """Compiled code is specialised to one batch shape: the loop then drops the last partial training
+        batch and evaluates a last partial test batch eagerly, so no shape change recompiles."""
+        return self.compile_mode is not None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        return self.compile_mode in CUDA_GRAPH_MODES and self.device.type == "cuda"
+
+    def params(self) -> dict[str, str]:
+        """The resolved values as MLflow params (never `auto`)."""
+        return {"runtime.resolved.device": str(self.device), "runtime.resolved.precision": self.precision,
+                "runtime.resolved.memory_format": self.memory_format,
+                "runtime.resolved.compile_mode": self.compile_mode or "none"}
+
+    def compile(self, model: nn.Module) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+        """The model's forward (and, through AOTAutograd, its backward) compiled with static shapes, or the
+        model itself. Augmentation, losses and the optimizer step stay outside the compiled region."""
+        if self.compile_mode is None:
+            return model
+        return torch.compile(model, mode=self.compile_mode, dynamic=False)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+
+def channels_last_auto(device_type: str, backbone: str | None) -> bool:
+    """`channels_last: auto`: on for convolutional backbones on CUDA (cuDNN's NHWC kernels, tensor cores)
+    and on CPU (oneDNN's blocked NHWC convolutions: a ResNet-20 CPU epoch was 1.27x faster, issue 13;
+    `auxcli bench --channels-last on/off` measures it on a machine); off for backbones without convolutions
+    and on other devices (not measured)."""
+    if backbone in NO_CONV_BACKBONES:
+        return False
+    return device_type in ("cuda", "cpu")
+
+
+def compile_mode_auto(device_type: str) -> str:
+    """`compile_mode: auto`: CUDA graphs on CUDA (`reduce-overhead`: ResNet-110's many small kernels are
+    launch-bound; benchmarks/gpu.sh compares it with `max-autotune`), inductor's default elsewhere."""
+    return "reduce-overhead" if device_type == "cuda" else "default"
+
+
+def _check_available(device: torch.device) -> None:
+    from auxcli.errors import DeviceError
+
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        raise DeviceError(f"runtime.device: {device} is not available here ({found}); allowed: auto, cpu"
+                          + (", cuda:0 .. cuda:" + str(torch.cuda.device_count() - 1) if torch.cuda.is_available()
+                             else "") + ".")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"runtime.device: {device} is not available here; allowed: auto, cpu.")
+
+
+def resolve_runtime(spec: RuntimeSpec, backbone: str | None = None) -> Runtime:
+    """`auto` picks CUDA when present; precision `auto` is bf16 autocast on CUDA and fp32 on CPU;
+    channels_last and compile_mode `auto` per device (and backbone), see the functions above.
+
+    `spec` is a `RuntimeSpec` or any object with its fields (`auxcli.bench_core` runs without pydantic).
+    """
     if spec.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
         device = torch.device(spec.device)
+    _check_available(device)
     on_gpu = device.type == "cuda"
     precision = spec.precision if spec.precision != "auto" else ("bf16" if on_gpu else "fp32")
-    channels_last = spec.channels_last == "on" or (spec.channels_last == "auto" and on_gpu)
+    channels_last = spec.channels_last == "on" or (spec.channels_last == "auto"
+                                                   and channels_last_auto(device.type, backbone))
+    compile_mode = None
+    if spec.compile:
+        requested = getattr(spec, "compile_mode", "auto")
+        compile_mode = compile_mode_auto(device.type) if requested == "auto" else requested
     if spec.threads:
         torch.set_num_threads(spec.threads)
     # Set both ways: one process may run several specs (`auxcli run a.yaml b.yaml`, `auxcli reproduce`).
@@ -61,4 +147,4 @@ def resolve_runtime(spec: RuntimeSpec) -> Runtime:
     torch.backends.cudnn.benchmark = on_gpu and not spec.deterministic
     if spec.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_CUBLAS_WORKSPACE)
-    return Runtime(device, torch.bfloat16 if precision == "bf16" else None, channels_last)
+    return Runtime(device, torch.bfloat16 if precision == "bf16" else None, channels_last, compile_mode)
