@@ -121,15 +121,22 @@ class RunTracker:
                     description: str | None = None) -> str:
         """The parent run of a spec (same name and resolved spec), created on first use with `description`;
         returns its id. It stays RUNNING while seeds run and holds their aggregates (`update_parent`)."""
-        found = self.client.search_runs(
-            [self.experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-            filter_string=f"tags.`{PARENT_TAG}` = 'true' and tags.`auxcli.spec_name` = '{spec_name}' "
-                          f"and tags.`auxcli.spec_sha256` = '{spec_sha256}'")
+        def parents() -> list:
+            return self.client.search_runs(
+                [self.experiment_id], order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+                filter_string=f"tags.`{PARENT_TAG}` = 'true' and tags.`auxcli.spec_name` = '{spec_name}' "
+                              f"and tags.`auxcli.spec_sha256` = '{spec_sha256}'")
+
+        found = parents()
         if found:
             return found[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=spec_name, tags={
             **tags, PARENT_TAG: "true", "auxcli.spec_name": spec_name, "auxcli.spec_sha256": spec_sha256,
             **({"mlflow.note.content": description} if description else {})})
+        first = parents()[0].info.run_id  # seeds started at once (run --concurrent) agree on the oldest
+        if first != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+            return first
         self.log_params(params, run.info.run_id)
         return run.info.run_id
 
