@@ -22,6 +22,14 @@ from auxcli.errors import AuxcliError, SpecError, describe_unexpected
 
 
 class _Group(TyperGroup):
+    def make_context(self, info_name, args, parent=None, **extra):
+        if parent is None:  # the top-level command line, as typed: runs record it (auxcli.lineage)
+            import os
+            import shlex
+
+            os.environ["AUXCLI_COMMAND"] = shlex.join(["auxcli", *args])
+        return super().make_context(info_name, args, parent=parent, **extra)
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
@@ -49,17 +57,42 @@ def _debug_enabled() -> bool:
     return _DEBUG["on"] or os.environ.get("AUXCLI_DEBUG", "") not in ("", "0")
 
 
-app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False,
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=True, context_settings=HELP_OPTIONS,
                   help="Declarative image-classification experiments with auxiliary tasks.")
-data_app = typer.Typer(cls=_Group, no_args_is_help=True, help="Create and check data sets.")
+data_app = typer.Typer(cls=_Group, no_args_is_help=True, context_settings=HELP_OPTIONS,
+                       help="Create and check data sets.")
 app.add_typer(data_app, name="data")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"auxcli {version('auxcli')}")
+        except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+            from auxcli import __version__
+
+            typer.echo(f"auxcli {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _options(debug: Annotated[bool, typer.Option(
-        "--debug", help="Print the traceback of an unexpected error (also AUXCLI_DEBUG=1).")] = False) -> None:
+def _common(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="Say more: -v details, -vv debug logs.")] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and results: no progress.")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="Print the traceback of an unexpected error (also AUXCLI_DEBUG=1).")] = False,
+) -> None:
     """Declarative image-classification experiments with auxiliary tasks."""
+    from auxcli.console import set_verbosity
+
     _DEBUG["on"] = debug
+    set_verbosity(-1 if quiet else verbose)
 
 SetOption = Annotated[
     list[str] | None,
@@ -71,13 +104,13 @@ SpecPaths = Annotated[list[Path], typer.Argument(help="Spec files or directories
 @app.command()
 def validate(paths: SpecPaths, set_: SetOption = None) -> None:
     """Validate specs: `ok` per file, or one line per problem (exit code 2)."""
-    from auxcli.specfile import load_spec
+    from auxcli.sweep import load_grid
 
     files = _spec_files(paths)
     failed = False
     for file in files:
         try:
-            load_spec(file, set_ or ())
+            load_grid([file], set_ or ())  # every point of a sweep
             typer.echo(f"ok {file}")
         except SpecError as exc:
             failed = True
@@ -100,6 +133,26 @@ def schema(out: Annotated[Path | None, typer.Option(help="Write here instead of 
         typer.echo(f"wrote {out}")
 
 
+@app.command()
+def show(
+    paths: SpecPaths,
+    set_: SetOption = None,
+    params: Annotated[Path | None, typer.Option(
+        help="A YAML mapping of overrides applied before --set (DVC's params.yaml).")] = None,
+) -> None:
+    """Print each spec as resolved (bases merged, overrides and defaults applied): what a run records.
+
+    Like LightningCLI's --print_config or Hydra's --cfg job; several specs or sweep points are separate \
+YAML documents.
+    """
+    from auxcli.specfile import dump_spec, params_overrides
+    from auxcli.sweep import load_grid
+
+    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    _, loaded = load_grid(_spec_files(paths), overrides)
+    typer.echo("---\n".join(f"# {item.file}\n{dump_spec(item.spec)}" for item in loaded), nl=False)
+
+
 # ---------------------------------------------------------------------------------------------- plan
 
 @app.command()
@@ -116,18 +169,13 @@ def plan(
     """Print the run order (transfers after their sources) and each seed's status: done, incomplete (trained,
     not fully recorded: a re-run repairs it), stale (another spec's result: --force), partial, todo."""
     from auxcli.plan import plan_table, run_status
-    from auxcli.specfile import load_spec
+    from auxcli.sweep import load_grid
 
-    files = _spec_files(paths)
-    specs, problems = [], []
-    for file in files:
-        try:
-            specs.append(load_spec(file, set_ or ()))
-        except SpecError as exc:
-            problems += exc.problems
-    if problems:
-        raise SpecError(problems)
-    typer.echo(plan_table(specs, sources=[str(f) for f in files]))
+    grid, loaded = load_grid(_spec_files(paths), set_ or ())
+    if grid.axes:
+        typer.echo(grid.describe())
+    specs = [item.spec for item in loaded]
+    typer.echo(plan_table(specs, sources=[str(item.file) for item in loaded]))
     statuses = [run_status(spec, seed) for spec in specs for seed in spec.seeds]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "incomplete", "stale", "partial", "todo")
                        if s in ("done", "partial", "todo") or statuses.count(s))
@@ -152,25 +200,48 @@ def run(
     force: Annotated[bool, typer.Option(help="Retrain runs that already finished.")] = False,
     params: Annotated[Path | None, typer.Option(
         help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Say what would run, where it would write and why (todo, done, stale, partial); "
+        "train nothing.")] = False,
     concurrent: Annotated[int, typer.Option(
         min=1, help="Train up to K runs (seeds or specs) at once on the device, one process each.")] = 1,
     nproc: Annotated[int | None, typer.Option(min=1, help=(
         "Train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU, one GPU "
         "per process on CUDA). Same as: torchrun --standalone --nproc-per-node N -m auxcli run ..."))] = None,
 ) -> None:
-    """Train every seed of each spec; several specs run in dependency order (transfers after sources)."""
+    """Train every seed of each spec; several specs run in dependency order (transfers after sources).
+
+    `--set key=a,b` sweeps: one spec per value, named <name>-<key><value>; two swept keys make a grid. \
+A list in brackets (`--set seeds=[0,1]`) is one value.
+    """
     from auxcli.bundle.record import Provenance
     from auxcli.plan import plan_order
-    from auxcli.specfile import load_spec, params_overrides
+    from auxcli.specfile import params_overrides
+    from auxcli.sweep import load_grid
     from auxcli.tracking import check_tracking_uri, resolve_tracking_uri
     from auxcli.train.distributed import process_group
     from auxcli.train.runtime import check_devices
 
     files = _spec_files(paths)
     overrides = (params_overrides(params) if params else []) + (set_ or [])
+    if dry_run:
+        from auxcli.dryrun import dry_run as plan_seeds, format_dry_run
+
+        grid, loaded = load_grid(files, overrides)
+        specs = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
+        if grid.axes:
+            typer.echo(grid.describe())
+        typer.echo(format_dry_run(plan_seeds(specs, seeds=[seed] if seed is not None else None, force=force)),
+                   nl=False)
+        return
     if concurrent > 1:  # each process captures its own provenance, as `auxcli run FILE --seed S` would
         if nproc is not None:
             raise typer.BadParameter("--concurrent runs one process per run; it cannot be combined with --nproc")
+        from auxcli.sweep import parse_grid
+
+        if parse_grid(overrides).axes:  # each child would expand the whole grid again
+            raise typer.BadParameter("--concurrent does not take a --set sweep (key=a,b) yet; run the sweep "
+                                     "without --concurrent, or one value per command")
         from auxcli.concurrent import jobs_for, run_concurrently
 
         child = [*(["--params", str(params)] if params else []), *[o for item in set_ or [] for o in ("--set", item)],
@@ -179,19 +250,20 @@ def run(
     if nproc is not None:  # check the specs here, then start the same command under torchrun
         from auxcli.train.launch import launch, run_arguments
 
-        devices = [load_spec(f, overrides).runtime.device for f in files]
+        devices = [item.spec.runtime.device for item in load_grid(files, overrides)[1]]
         args = run_arguments(paths, set_ or [], seed=seed, resume=resume, force=force, params=params)
         raise typer.Exit(launch(nproc, args, devices))
     with process_group() as ranks:  # under torchrun: join the job (a no-op in one process)
         from auxcli.train.runner import run_spec
 
         with ranks.agree():
-            loaded = [(f, load_spec(f, overrides)) for f in files]
-            check_devices(loaded)
-            for _, spec in loaded:  # a bad store URI is an error before any data is generated or any epoch runs
-                check_tracking_uri(resolve_tracking_uri(spec.tracking.uri))
-            specs = plan_order([spec for _, spec in loaded])
-            provenance = {spec.name: Provenance.capture(f, overrides) for f, spec in loaded}
+            _, loaded = load_grid(files, overrides)
+            check_devices([(item.file, item.spec) for item in loaded])
+            for item in loaded:  # a bad store URI is an error before any data is generated or any epoch runs
+                check_tracking_uri(resolve_tracking_uri(item.spec.tracking.uri))
+            # Each spec's provenance holds the overrides that make it, a sweep point's own values included.
+            provenance = {item.spec.name: Provenance.capture(item.file, item.overrides) for item in loaded}
+            specs = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
         for spec in specs:
             run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
                      provenance=provenance[spec.name])
@@ -314,7 +386,8 @@ A row without runs shows `-` and the `auxcli run` command that fills it; specs o
 one generic row each. Text and latex show %, csv and json fractions.
 
     --plots writes PNGs to --out (default reports/) and logs them, with report.json, to a new MLflow run \
-named `auxcli-report` tagged `auxcli.report=true` in the same experiment; reports leave such runs out.
+named `auxcli-report` tagged `auxcli.report=true` in the experiment `<experiment>-reports`, out of the \
+training runs' charts.
     """
     from auxcli.report import make_report
 
@@ -334,16 +407,25 @@ def ui(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 5000,
     host: Annotated[str, typer.Option(
         help="Interface to bind; 127.0.0.1 keeps the UI local to this machine.")] = "127.0.0.1",
+    experiment: Annotated[str, typer.Option(help="The experiment to link to (specs' tracking.experiment).")]
+    = "auxcli",
 ) -> None:
-    """Start the MLflow UI (`mlflow server`) on the runs' store; Ctrl-C stops it."""
+    """Start the MLflow UI (`mlflow server`) on the runs' store and print a link to the experiment's runs;
+    Ctrl-C stops it."""
     from auxcli.tracking import resolve_tracking_uri
-    from auxcli.ui import exposure_warning, serve_ui
+    from auxcli.ui import experiment_link, exposure_warning, serve_ui
 
     uri = resolve_tracking_uri(tracking_uri)
     warning = exposure_warning(host, port)
     if warning:
         typer.echo(warning, err=True)
-    serve_ui(uri, host, port, on_ready=lambda url: typer.echo(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)"))
+
+    def ready(url: str) -> None:
+        typer.echo(f"MLflow UI for {uri} at {url} (Ctrl-C to stop)")
+        link = experiment_link(uri, experiment, url)
+        typer.echo(f"runs of experiment {experiment!r}: {link}" if link else f"no experiment {experiment!r} yet")
+
+    serve_ui(uri, host, port, on_ready=ready)
     typer.echo("stopped")
 
 

@@ -4,7 +4,7 @@ The field names are a contract (specs, `--set` overrides, MLflow params and the 
 add fields freely, never rename one. Structural checks live on the models; the rules that tie fields
 together are in `cross_field_problems`, which names the field each problem belongs to.
 
-Defaults follow the study (../shared/docs/paper.md, "Training recipe"): 300 epochs, batch 128,
+Defaults follow the study (docs/study.md, "Training recipe"): 300 epochs, batch 128,
 SGD with Nesterov momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 at epochs 150 and 225,
 pad-4 random crop and horizontal flip.
 """
@@ -36,37 +36,58 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 class Section(BaseModel):
     # strict: YAML's types are kept (`epochs: true` is not 1, `lr: "0.1"` is not a number); ints still pass
     # as floats. allow_inf_nan=False: no .inf or .nan anywhere.
+    # use_attribute_docstrings: the string under each field is its description in the JSON Schema.
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True,
-                              allow_inf_nan=False)
+                              allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 class SyntheticSpec(Section):
     """Size of the generated CIFAR-100-format archive (dataset: synthetic only)."""
 
     train_per_class: int = Field(20, gt=0, le=6000)  # CIFAR-100 has 500; beyond 6000 the archive passes 2 GB
+    """Generated training images per class (100 classes)."""
     test_per_class: int = Field(5, gt=0, le=6000)
+    """Generated test images per class."""
     seed: Seed = 0
+    """Fixes every generated pixel: same seed and sizes, same files."""
 
 
 class DataSpec(Section):
     dataset: Literal["cifar100", "cifar10", "synthetic", "folder"] = "cifar100"
+    """cifar100 (the study), cifar10, a generated CIFAR-100-format archive (synthetic), or an image folder
+    with train/<class>/ and test/<class>/ (folder)."""
     root: str = "data"  # holds cifar-100-python/ (or cifar-10-batches-py/, synthetic/...); folder: train/ and test/
+    """Folder that holds cifar-100-python/ (cifar-10-batches-py/, synthetic/.../cifar-100-python/), or an
+    image folder's train/ and test/; relative to the repository root."""
     download: bool = True  # synthetic: generated on first use instead; folder: unused
+    """Download the official archive when it is missing (synthetic: generate it instead; folder: unused)."""
     random_label_seed: Seed = 0  # fixes the 'random' label set for every run that uses it
+    """Fixes the 'random' label set, so every run that uses it sees the same labels."""
     subset: PositiveInt | None = None  # first N training images per class
+    """Keep only the first N training images of each class (null: all of them)."""
     synthetic: SyntheticSpec = SyntheticSpec()
+    """Size and seed of the generated archive (dataset: synthetic only)."""
     # Square side in pixels every image is resized to (CIFAR's own 32 by default); see auxcli/data/folder.py.
     image_size: int = Field(32, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)
+    """Square side in pixels every image is resized to (CIFAR's own 32 by default)."""
     superclasses: str | None = None  # folder only: YAML mapping class -> superclass (enables 'superclass')
+    """Image folders only: a YAML file mapping each class to a superclass (enables the superclass label set)."""
 
 
 class ModelSpec(Section):
     backbone: Literal["resnet", "pyramidnet", "linear", "wrn"] = "resnet"
+    """Feature extractor: CIFAR ResNet, additive PyramidNet, Wide ResNet, or a linear model on raw pixels."""
     depth: Annotated[int, Field(gt=0, le=2000)] | None = 110  # resnet/pyramidnet: 6n+2; wrn: 6n+4; linear: none
+    """Layers: 6n+2 (8, 14, 20, ..., 110) for resnet and pyramidnet, 6n+4 (10, 16, 22, 28, ...) for wrn;
+    null for linear."""
     alpha: Annotated[float, Field(gt=0, le=4096)] | None = None  # pyramidnet widening factor (270 in the study)
+    """PyramidNet widening factor: channels added over the whole network (270 in the study)."""
     base_width: int = Field(16, gt=0, le=1024)  # channels of the first stage (16 in both papers)
+    """Channels of the first stage (16 in both papers)."""
     widen_factor: Annotated[int, Field(gt=0, le=64)] | None = None  # wrn: channels per stage x k (WRN-28-10: 10)
+    """Wide ResNet only: channels of every stage multiplied by k (WRN-28-10: 10)."""
     dropout: float = Field(0.0, ge=0, lt=1)  # wrn: dropout between the two convs of a block (0.3 in Cutout/RICAP)
+    """Wide ResNet only: dropout between the two convolutions of a block (0.3 in the Cutout and RICAP papers)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -82,45 +103,62 @@ class LabelsetAux(Section):
     """A second classification head on another label set."""
 
     kind: Literal["labelset"]
+    """labelset: a second classification head on another label set."""
     labels: LabelSet
+    """The auxiliary head's label set (not the main head's)."""
     weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
 
 
 class CropAux(Section):
     """Classify which of the 3x3 blocks of the 9x9 crop-offset grid the crop came from."""
 
     kind: Literal["crop"]
+    """crop: classify the crop offset's 3x3 block."""
     labels: None = None
+    """Not used by this task (null)."""
     weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
     # sampled: the study's label, the sampled offset even when the image is then flipped;
     # visible: mirror the horizontal block of flipped images so the label matches what is seen.
     crop_label: Literal["sampled", "visible"] = "sampled"
+    """sampled: the offset as drawn (the study); visible: mirrored for flipped images, as seen."""
 
 
 class CutoutAux(Section):
     """Segment the pixels that Cutout set to zero."""
 
     kind: Literal["cutout"]
+    """cutout: segment the pixels Cutout set to zero (2 classes)."""
     labels: None = None
+    """Not used by this task (null)."""
     weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
 
 
 class RicapAux(Section):
     """Segment which of RICAP's four source images each pixel came from."""
 
     kind: Literal["ricap"]
+    """ricap: segment which of RICAP's four source images each pixel came from (4 classes)."""
     labels: None = None
+    """Not used by this task (null)."""
     weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
 
 
 class RotationAux(Section):
     """Predict by how many quarter turns the image was rotated (RotNet, Gidaris et al. 2018): a 4-way head."""
 
     kind: Literal["rotation"]
+    """rotation: predict the quarter turns applied to the image (4 classes)."""
     labels: None = None
+    """Not used by this task (null)."""
     weight: float = Field(1.0, ge=0)
+    """Weight of the auxiliary loss in the training objective (main + weight * aux)."""
     # unrotated: the main head's loss and accuracy see only the 0-degree copies; all: every copy
     main_copies: Literal["unrotated", "all"] = "unrotated"
+    """unrotated: the main head's loss and accuracy use only the 0-degree copies; all: every copy."""
 
 
 AuxSpec = Annotated[LabelsetAux | CropAux | CutoutAux | RicapAux | RotationAux, Field(discriminator="kind")]
@@ -129,90 +167,162 @@ AUX_KINDS: tuple[str, ...] = ("labelset", "crop", "cutout", "ricap", "rotation")
 
 class TaskSpec(Section):
     labels: Literal["gt", "superclass", "random", "none"] = "gt"  # none: the aux task alone
+    """Label set of the main classification head; none trains the auxiliary task alone."""
     aux: AuxSpec | None = None
+    """The auxiliary (pretext) task and its head; null for plain classification."""
     # sla: one head over (class, rotation) joint labels (Lee et al. 2020, self-supervised label augmentation)
     joint: Literal["sla"] | None = None
+    """sla: one head over joint (class, rotation) labels (Lee et al. 2020, self-supervised label
+    augmentation); null: none."""
 
 
 class CropAug(Section):
     padding: NonNegativeInt = 4
+    """Zero padding in pixels on each side before the random 32x32 crop (4 in the study)."""
 
 
 class CutoutAug(Section):
     size: PositiveInt = 16
+    """Side in pixels of the square Cutout sets to zero (16 for CIFAR-100 in the Cutout paper)."""
 
 
 class RicapAug(Section):
     beta: PositiveFloat = 0.3
+    """Beta(beta, beta) distribution of RICAP's boundary position (0.3 in the RICAP paper)."""
     keep_off_edges: bool = False  # keep the boundary >= 1 px inside, so all four images show
+    """Keep the boundary at least 1 pixel inside the image, so all four sources show."""
 
 
 class RotationAug(Section):
     # all: every image in the batch four times (0, 90, 180, 270 degrees; RotNet and SLA), the batch grows 4x;
     # one: one rotation drawn per image
     copies: Literal["all", "one"] = "all"
+    """all: each image four times, at 0, 90, 180 and 270 degrees (the batch grows 4x; RotNet, SLA);
+    one: one rotation drawn per image."""
 
 
 class AugmentSpec(Section):
     crop: CropAug | None = CropAug()
+    """Pad-and-crop augmentation; null turns it off."""
     flip: bool = True
+    """Random horizontal flip with probability 0.5."""
     cutout: CutoutAug | None = None
+    """Cutout augmentation (DeVries and Taylor 2017); null: off."""
     ricap: RicapAug | None = None
+    """RICAP augmentation (Takahashi et al. 2018); null: off."""
     rotation: RotationAug | None = None
+    """Rotation of each image by a multiple of 90 degrees; null: off."""
 
 
 class TrainSpec(Section):
     epochs: int = Field(300, gt=0, le=100_000)
+    """Training epochs (300 in the study)."""
     batch_size: int = Field(128, gt=0, le=1 << 20)
+    """Training images per step (128 in the study)."""
     lr: PositiveFloat = 0.1
+    """Initial learning rate of SGD (0.1 in the study)."""
     momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD momentum (0.9 in the study)."""
     nesterov: bool = True
+    """Nesterov momentum (on in the study)."""
     weight_decay: float = Field(1.0e-4, ge=0)
-    milestones: list[PositiveInt] = [150, 225]
+    """L2 weight decay (1e-4 in the study)."""
+    milestones: list[PositiveInt] = [150, 225]  # filled in from epochs when not given (below)
+    """Epochs after which the learning rate is multiplied by gamma. Default: 50% and 75% of train.epochs (150 and 225
+    at 300 epochs, the study's schedule); the resolved spec records the numbers."""
     gamma: PositiveFloat = 0.1
+    """Learning-rate factor at each milestone (0.1: divided by 10)."""
     eval_batch_size: int = Field(1000, gt=0, le=1 << 20)
+    """Images per step when evaluating (no effect on the numbers)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _milestones_follow_epochs(cls, data: Any) -> Any:
+        # The study's schedule is relative: lr / 10 at 50% and 75% of training. Filling the numbers in
+        # here puts them in the resolved spec, so what ran is on record (and 300 epochs gives 150, 225).
+        if isinstance(data, dict) and data.get("milestones") is None:
+            epochs = data.get("epochs", 300)
+            if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0:
+                data = {**data, "milestones": default_milestones(epochs)}
+        return data
+
+
+def default_milestones(epochs: int) -> list[int]:
+    """The study's step schedule relative to `epochs`: 50% and 75% (150 and 225 of 300), rounded down;
+    milestones that fall on epoch 0, repeat, or reach the last epoch are dropped (epochs 2 -> [1])."""
+    marks = [epochs // 2, epochs * 3 // 4]
+    return sorted({m for m in marks if 0 < m < epochs})
 
 
 class TransferSpec(Section):
     from_: str = Field(alias="from", min_length=1)  # spec name | checkpoint path | mlflow run id | init
+    """Where the backbone comes from: a spec name, a checkpoint path, an MLflow run id (runs:/<id>) or init (untrained
+    weights)."""
     mode: Literal["linear", "finetune"]
+    """linear: train a fresh head on frozen features (linear probe); finetune: train everything."""
     bn: Literal["frozen", "train"] = "frozen"  # linear only: BatchNorm statistics frozen or updated
+    """Linear probe only: BatchNorm statistics frozen or updated on the new labels."""
 
 
 class RuntimeSpec(Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")
+    """auto (CUDA if available, else MPS, else CPU), cpu, cuda, cuda:N or mps."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32; or bf16."""
     compile: bool = False  # torch.compile the model with static shapes (see auxcli/train/runtime.py)
+    """torch.compile the model with static shapes (slower start, faster steps on GPUs)."""
     # with compile: true; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "auto"
+    """torch.compile mode when compile is on; auto: reduce-overhead (CUDA graphs) on CUDA, default elsewhere."""
     deterministic: bool = False
+    """Deterministic kernels: bit-identical reruns and resumes, at some speed cost."""
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on for conv backbones on CUDA and CPU
+    """Memory format of images and weights; auto: on for conv backbones on CUDA and CPU."""
     threads: Annotated[int, Field(gt=0, le=1024)] | None = None  # torch.set_num_threads; None: torch's default
+    """CPU threads torch may use (torch.set_num_threads); null leaves torch's default."""
     runs_dir: str = "runs"  # run folders are <runs_dir>/<name>/seed-<k>/
+    """Folder of the run folders, <runs_dir>/<name>/seed-<k>/."""
+    system_metrics: bool = False
+    """Log CPU, memory, disk, network and (with pynvml) GPU use to MLflow as system/* metrics while
+    training (MLflow's system metrics monitor, one sample every 10 s)."""
     # Distributed runs (torchrun, `auxcli run --nproc N`): BatchNorm statistics are per process by default
     # (4 processes x 32 images: the study's 4-GPU statistics). sync_bn: SyncBatchNorm over all processes
     # (CUDA only). bn_split: ghost batch norm, statistics over K equal parts of each process's batch.
     sync_bn: bool = False
+    """Distributed runs (CUDA only): SyncBatchNorm, statistics over all processes' batches."""
     bn_split: PositiveInt = 1
+    """Ghost batch norm: BatchNorm statistics over K equal parts of each process's batch (1: the whole)."""
 
 
 class TrackingSpec(Section):
     uri: str | None = None  # None: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    """MLflow tracking URI; null: MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db."""
     # A name, never a path: it also names the artifact folder mlartifacts/<experiment>/ (issue 9).
     experiment: str = Field("auxcli", pattern=NAME_PATTERN)
+    """MLflow experiment the runs are recorded in."""
 
 
 class Spec(Section):
     name: str = Field(pattern=NAME_PATTERN)
+    """Names the run folder and the MLflow runs (<name>-s<seed>); unique within a suite."""
     seeds: list[Seed] = Field(default=[0], min_length=1, max_length=1000)
+    """One run per seed; the report averages over them."""
     data: DataSpec = DataSpec()
+    """The data set."""
     model: ModelSpec = ModelSpec()
+    """The backbone."""
     task: TaskSpec = TaskSpec()
+    """Main and auxiliary tasks."""
     augment: AugmentSpec = AugmentSpec()
+    """Training augmentation, applied in the order crop, flip, cutout, ricap."""
     train: TrainSpec = TrainSpec()
+    """Optimizer and schedule (defaults: the study's recipe)."""
     transfer: TransferSpec | None = None
+    """Start from another model's backbone (linear probe or fine-tune); null: train from scratch."""
     runtime: RuntimeSpec = RuntimeSpec()
+    """Where and how the run executes; no effect on what is trained."""
     tracking: TrackingSpec = TrackingSpec()
+    """Where the runs are recorded in MLflow."""
 
     @model_validator(mode="before")
     @classmethod

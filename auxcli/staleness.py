@@ -77,8 +77,8 @@ def field_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [f"{prefix.rstrip('.')}: {_show(old)} -> {_show(new)}"]
 
 
-def stale_error(spec: Spec, seed: int, folder: RunFolder) -> StaleResult:
-    """The refusal `auxcli run` gives for a folder that holds another resolved spec's run."""
+def spec_diff(spec: Spec, folder: RunFolder) -> list[str]:
+    """`field: recorded -> now` for every field where the folder's resolved spec differs from `spec`."""
     from auxcli.safeyaml import parse_yaml, plain
 
     text = recorded_text(folder) or ""
@@ -86,7 +86,12 @@ def stale_error(spec: Spec, seed: int, folder: RunFolder) -> StaleResult:
         old = plain(parse_yaml(text, str(folder.spec), "the resolved spec")) or {}
     except Exception:  # a damaged spec.resolved.yaml: say so instead of a diff
         old = {}
-    diff = field_diff(old, spec.to_plain()) if old else [f"{folder.spec} cannot be read"]
+    return field_diff(old, spec.to_plain()) if old else [f"{folder.spec} cannot be read"]
+
+
+def stale_error(spec: Spec, seed: int, folder: RunFolder) -> StaleResult:
+    """The refusal `auxcli run` gives for a folder that holds another resolved spec's run."""
+    diff = spec_diff(spec, folder)
     shown = "; ".join(diff[:20]) + (f"; and {len(diff) - 20} more" if len(diff) > 20 else "")
     return StaleResult(
         f"{folder.root} holds a run of a different spec '{spec.name}' (seed {seed}): {shown}. Its result does "

@@ -104,7 +104,7 @@ class ClassificationTask(_ClassifierMetrics):
 
 @dataclass
 class CropTask(_ClassifierMetrics):
-    """Random crop + classification (paper.md): which of the 3x3 blocks of the crop-offset grid the crop
+    """Random crop + classification (docs/study.md): which of the 3x3 blocks of the crop-offset grid the crop
     came from, a 9-way classification on the pooled features. After RICAP the label mixes like the class
     label: the four sources' blocks, weighted by area."""
 
@@ -127,7 +127,7 @@ class CropTask(_ClassifierMetrics):
 @dataclass
 class SegmentationTask:
     """Per-pixel classification of an augmentation's map: Cutout's zeroed pixels (2 classes: kept, cut)
-    or RICAP's source images (4 classes), as in paper.md ("Cutout + segmentation", "RICAP +
+    or RICAP's source images (4 classes), as in docs/study.md ("Cutout + segmentation", "RICAP +
     segmentation"). Softmax cross-entropy over `num_classes` logits per pixel, also for Cutout's binary
     case, so both tasks share one loss and their mIoU averages the same way.
 

@@ -11,11 +11,26 @@ The MLflow contract (the report, the DVC pipeline and users' queries read it):
 - metrics per epoch with step=epoch (1-based); summary metrics once at the end (see `auxcli.train.metrics`);
 - `auxcli analyze` logs to its own runs, named `auxcli-analysis` and tagged `auxcli.analysis=true`
   (`ANALYSIS_TAG`), with the input runs' ids in `auxcli.analysis.input_run_ids`; reports skip them.
+
+What the MLflow UI and its users expect as well (MLflow 3):
+- the experiment is tagged `mlflow.experimentKind=custom_model_development`, MLflow 3's kind for model
+  training (the UI's other kind, `genai_development`, opens on traces); links carry
+  `workflowType=machine_learning`, which the 3.x UI reads to show runs, charts and models;
+- standard tags: `mlflow.source.name`/`.type`, `mlflow.source.git.commit`/`.branch`/`.repoURL`,
+  `mlflow.user`, and `mlflow.note.content` (the run's description: command line and resolved spec);
+- one parent run per spec (`<name>`, tag `auxcli.parent=true`, no `auxcli.seed`) with each seed's run
+  nested under it (`mlflow.parentRunId`); the parent holds the mean and `<metric>_std` (sample std) of
+  the seeds' summary metrics and `seeds_finished`, updated as seeds finish;
+- the data set as the run's dataset input (name, digest, source), the final weights as a logged model
+  (MLflow 3 `LoggedModel`, so "Models" and the registry work), and for transfers the source run's
+  logged model as a model input;
+- system metrics (`system/*`) while training when `runtime.system_metrics` is on.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +39,10 @@ from auxcli.project import store_root
 
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+# MLflow 3's experiment kinds (the UI's ExperimentKind): model training, not GenAI development.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+PARENT_TAG = "auxcli.parent"
 ANALYSIS_TAG = "auxcli.analysis"
 
 
@@ -295,7 +314,7 @@ class RunTracker:
         self._mlflow = mlflow
         try:
             self.client = open_client(self.uri)
-            self.experiment_id = get_or_create_experiment(self.client, experiment)
+            self.experiment_id = ensure_experiment(self.client, experiment)
         except TrackingError:
             raise
         except Exception as exc:  # MLflow raises many types for bad URIs and unreachable servers
@@ -306,15 +325,135 @@ class RunTracker:
             ) from None
         self.run_id: str | None = None
 
-    def start(self, run_name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+        self._system_metrics = None
+
+    def start(self, run_name: str, tags: dict[str, str], params: dict[str, Any],
+              parent_run_id: str | None = None) -> str:
+        """A new run, nested under `parent_run_id` when given."""
+        if parent_run_id:
+            tags = {**tags, "mlflow.parentRunId": parent_run_id}
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
+        self.log_params(params)
+        return self.run_id
+
+    def log_params(self, params: dict[str, Any], run_id: str | None = None) -> None:
+        """Params in batches of 100 (the store's limit per call), values cut to MLflow's 6000 characters."""
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start:start + 100])
-        return self.run_id
+            self.client.log_batch(run_id or self.run_id, params=items[start:start + 100])
+
+    def spec_parent(self, spec_name: str, spec_sha256: str, tags: dict[str, str], params: dict[str, Any],
+                    description: str | None = None) -> str:
+        """The parent run of a spec (same name and resolved spec), created on first use with `description`;
+        returns its id. It stays RUNNING while seeds run and holds their aggregates (`update_parent`)."""
+        def parents() -> list:
+            return self.client.search_runs(
+                [self.experiment_id], order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+                filter_string=f"tags.`{PARENT_TAG}` = 'true' and tags.`auxcli.spec_name` = '{spec_name}' "
+                              f"and tags.`auxcli.spec_sha256` = '{spec_sha256}'")
+
+        found = parents()
+        if found:
+            return found[0].info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=spec_name, tags={
+            **tags, PARENT_TAG: "true", "auxcli.spec_name": spec_name, "auxcli.spec_sha256": spec_sha256,
+            **({"mlflow.note.content": description} if description else {})})
+        first = parents()[0].info.run_id  # seeds started at once (run --concurrent) agree on the oldest
+        if first != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+            return first
+        self.log_params(params, run.info.run_id)
+        return run.info.run_id
+
+    def update_parent(self, parent_run_id: str, seeds: list[int]) -> dict[str, float]:
+        """Mean and sample std over the finished seeds (latest run per seed) of every summary metric;
+        FINISHED once all of `seeds` are, RUNNING until then. Returns what it logged."""
+        import time
+
+        from mlflow.entities import Metric
+
+        children = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+                                                "and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time ASC"], max_results=1000)
+        latest = {run.data.tags.get("auxcli.seed"): run for run in children}  # a rerun replaces its seed
+        aggregates = seed_aggregates([run.data.metrics for run in latest.values()])
+        now = int(time.time() * 1000)
+        if aggregates:
+            self.client.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in aggregates.items()])
+        done = {str(seed) for seed in seeds} <= set(latest)
+        self.client.update_run(parent_run_id, status="FINISHED" if done else "RUNNING")
+        if done:
+            self.client.set_terminated(parent_run_id, status="FINISHED")
+        return aggregates
+
+    def describe(self, text: str) -> None:
+        """The run's description in the UI (markdown)."""
+        self.client.set_tag(self.run_id, "mlflow.note.content", text)
+
+    def log_dataset(self, name: str, digest: str, source: str, context: str = "train",
+                    profile: dict[str, Any] | None = None) -> None:
+        """The data set as the run's dataset input (MLflow's `mlflow.data` record: name, digest, source)."""
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+                          profile=json.dumps(profile) if profile else None)
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+    def log_model(self, name: str, files: list[Path], metrics: dict[str, float], step: int,
+                  params: dict[str, Any] | None = None) -> str:
+        """The final weights as an MLflow 3 logged model (source run: this run), with `files` as its
+        artifacts and `metrics` linked to it; returns the model id (`models:/<id>`)."""
+        import time
+
+        from mlflow.entities import LoggedModelOutput, Metric
+
+        name = re.sub(r"[/:.%\"']", "_", name)  # characters MLflow refuses in model names (spec names allow '.')
+        model = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id,
+                                                params={k: str(v)[:6000] for k, v in (params or {}).items()},
+                                                model_type="auxcli")
+        try:
+            self._log_model_files(model.model_id, files)
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[
+                Metric(k, float(v), now, step, model_id=model.model_id) for k, v in metrics.items()])
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step)])
+            self.client.finalize_logged_model(model.model_id, "READY")
+        except BaseException:
+            self.client.finalize_logged_model(model.model_id, "FAILED")
+            raise
+        return model.model_id
+
+    def _log_model_files(self, model_id: str, files: list[Path]) -> None:
+        """Files and folders (e.g. an MLmodel directory, merged in) into the model's artifacts."""
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in files:
+                if path.is_dir():
+                    shutil.copytree(path, tmp, dirs_exist_ok=True)
+                else:
+                    shutil.copy2(path, Path(tmp) / path.name)
+            self.client.log_model_artifacts(model_id, tmp)
+
+    def log_model_input(self, model_id: str) -> None:
+        """A model the run started from (a transfer's source), as a model input."""
+        from mlflow.entities import LoggedModelInput
+
+        self.client.log_inputs(self.run_id, models=[LoggedModelInput(model_id)])
+
+    def start_system_metrics(self) -> None:
+        """CPU, memory, disk, network and (with pynvml) GPU use as `system/*` metrics until `end`."""
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._system_metrics = SystemMetricsMonitor(self.run_id, tracking_uri=self.uri, resume_logging=True)
+        self._system_metrics.start()
 
     def resume(self, run_id: str) -> bool:
         """Continue an earlier run; False when the store no longer has it."""
@@ -339,8 +478,43 @@ class RunTracker:
             self.client.log_artifact(self.run_id, str(path), artifact_path=subdir)
 
     def end(self, status: str) -> None:
+        if self._system_metrics is not None:
+            self._system_metrics.finish()
+            self._system_metrics = None
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, status=status)
+
+
+def ensure_experiment(client: Any, name: str) -> str:
+    """The experiment's id, created if needed, tagged as a model-training experiment for MLflow 3's UI
+    (an experiment tagged otherwise by its owner keeps its tag)."""
+    experiment_id = get_or_create_experiment(client, name)
+    found = client.get_experiment(experiment_id)
+    if EXPERIMENT_KIND_TAG not in found.tags:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return experiment_id
+
+
+def seed_aggregates(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Per summary metric (`final_*`, `best_*`): the mean over seeds under its own name, the sample std
+    (ddof=1, 0 for one seed) as `<name>_std`, and `seeds_finished`."""
+    import math
+    import statistics
+
+    out: dict[str, float] = {"seeds_finished": float(len(per_seed))} if per_seed else {}
+    keys = sorted({k for metrics in per_seed for k in metrics if k.startswith(("final_", "best_"))})
+    for key in keys:
+        values = [m[key] for m in per_seed if key in m and math.isfinite(m[key])]
+        if values:
+            out[key] = statistics.fmean(values)
+            out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
+
+
+def ui_url(base_url: str, experiment_id: str, run_id: str | None = None) -> str:
+    """A link into the MLflow UI: the experiment's runs, or one run, shown as model training."""
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{base_url.rstrip('/')}/{page}?workflowType=machine_learning"
 
 
 def find_run_id(uri: str | None, run_ref: str) -> str | None:
@@ -364,3 +538,17 @@ def download_final_checkpoint(uri: str | None, run_id: str, target: Path) -> Pat
                                        tracking_uri=resolve_tracking_uri(uri)))
     except Exception:
         return None
+
+
+def where_message(tracker: RunTracker, label: str, folder: Path, run_id: str) -> str:
+    """Where a finished run is, and the command that opens it in the MLflow UI."""
+    from auxcli.report.collect import display_uri
+
+    uri = tracker.uri
+    lines = [f"{label}: run folder {folder}", f"  MLflow run {run_id} in {display_uri(uri)}"]
+    if uri.startswith(("http://", "https://")):
+        lines.append(f"  open: {ui_url(uri, tracker.experiment_id, run_id)}")
+    else:
+        command = "auxcli ui" + ("" if uri == resolve_tracking_uri(None) else f" --tracking-uri {uri}")
+        lines.append(f"  open: {command}   then {ui_url('http://127.0.0.1:5000', tracker.experiment_id, run_id)}")
+    return "\n".join(lines)

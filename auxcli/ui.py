@@ -82,6 +82,22 @@ def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, *,
         raise
 
 
+def experiment_link(uri: str, experiment: str, url: str) -> str | None:
+    """The UI's address of the experiment's runs, shown as model training (None: no such experiment).
+
+    MLflow 3's UI opens an experiment as GenAI (traces) unless its `mlflow.experimentKind` tag says model
+    training or the link carries `workflowType=machine_learning`; an experiment recorded before auxcli
+    set the tag gets it here."""
+    from mlflow.tracking import MlflowClient
+
+    from auxcli.tracking import ensure_experiment, ui_url
+
+    client = MlflowClient(tracking_uri=uri)
+    if client.get_experiment_by_name(experiment) is None:
+        return None
+    return ui_url(url, ensure_experiment(client, experiment))
+
+
 def serve_ui(uri: str, host: str, port: int, on_ready: Callable[[str], object]) -> int:
     """Start the server, call `on_ready(url)`, wait until Ctrl-C (SIGINT) or SIGTERM, stop it cleanly.
 

@@ -85,3 +85,12 @@ def image_folder(workdir):
         return root
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _cli_environment_per_test():
+    """The CLI exports its verbosity (-q/-v) and command line for the processes it starts; in one pytest
+    process that would leak from one test's `invoke` into the next test."""
+    yield
+    for name in ("AUXCLI_VERBOSITY", "AUXCLI_COMMAND"):
+        os.environ.pop(name, None)

@@ -19,7 +19,8 @@ def invoke(*args):
 
 def store_runs(workdir):
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=["auxcli"]).set_index("tags.mlflow.runName")
+    runs = mlflow.search_runs(experiment_names=["auxcli"])
+    return runs[runs["tags.auxcli.seed"].notna()].set_index("tags.mlflow.runName")  # seeds, not spec parents
 
 
 def test_cutout_alone_reaches_high_pixel_accuracy(workdir, tiny_spec):

@@ -20,7 +20,12 @@ def test_concurrent_two_seeds_make_two_finished_mlflow_runs_with_labelled_output
     assert result.exit_code == 0, result.output
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("auxcli").experiment_id])
+    runs = [r for r in runs if "auxcli.seed" in r.data.tags]  # the seeds' runs, not their spec's parent
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [("conc-s0", "FINISHED"), ("conc-s1", "FINISHED")]
+    (parent,) = client.search_runs([client.get_experiment_by_name("auxcli").experiment_id],
+                                   filter_string="tags.`auxcli.parent` = 'true'")  # one, though both seeds started it
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED" and parent.data.metrics["seeds_finished"] == 2
     for seed in (0, 1):
         assert (workdir / "runs" / "conc" / f"seed-{seed}" / "metrics.json").exists()
         # every line of a run's output is whole and carries its label
@@ -59,6 +64,7 @@ def test_sigterm_to_the_parent_stops_every_run_as_killed(workdir, tiny_spec):
     assert parent.wait(timeout=120) == 143
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("auxcli").experiment_id])
+    runs = [r for r in runs if "auxcli.seed" in r.data.tags]  # the seeds' runs, not their spec's parent
     assert sorted(r.info.run_name for r in runs) == ["stop-s0", "stop-s1"]
     # every run was stopped and ended, none left RUNNING; KILLED as a rule, but a SIGTERM that lands inside
     # an MLflow call can surface wrapped as FAILED (the runner's signal handling, not --concurrent's)

@@ -40,7 +40,8 @@ def run(args: list[str], cwd: Path, timeout: float = 240, **env: str) -> subproc
 def runs_in_store(workdir: Path) -> tuple[mlflow.MlflowClient, list]:
     """The store a run in `workdir` writes by default (./mlflow.db), queried without global state."""
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    return client, client.search_runs([client.get_experiment_by_name("auxcli").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("auxcli").experiment_id])
+    return client, [r for r in runs if "auxcli.seed" in r.data.tags]  # the seeds' runs, not their parents
 
 
 def history_rows(folder: Path) -> list[dict[str, str]]:

@@ -80,20 +80,23 @@ def finish(*args: str) -> str:
     return done.stdout
 
 
-def runs(workdir: Path):
+def runs(workdir: Path, *, parents: bool = False):
+    """The store's seed runs (with `parents`, the specs' parent runs too)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("auxcli")
-    return client, client.search_runs([experiment.experiment_id]) if experiment else []
+    found = client.search_runs([experiment.experiment_id]) if experiment else []
+    return client, [run for run in found if parents or "auxcli.seed" in run.data.tags]
 
 
 def assert_recorded_once(workdir: Path, epochs: int) -> str:
     """Exactly one FINISHED run with every artifact and each epoch once; every other run ended; the
     folder is complete. Returns the finished run's id."""
-    client, found = runs(workdir)
-    assert all(run.info.status in ("FINISHED", "KILLED", "FAILED") for run in found), \
-        [run.info.status for run in found]
+    client, everything = runs(workdir, parents=True)
+    assert all(run.info.status in ("FINISHED", "KILLED", "FAILED") for run in everything), \
+        [run.info.status for run in everything]
+    found = [run for run in everything if "auxcli.seed" in run.data.tags]
     finished = [run for run in found if run.info.status == "FINISHED"]
     assert len(finished) == 1
     run_id = finished[0].info.run_id
@@ -144,7 +147,7 @@ def test_concurrent_runs_create_one_store_and_all_are_recorded(workdir):
                               stderr=subprocess.STDOUT, text=True) for i in range(4)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], outputs
-    _, found = runs(workdir)
+    _, found = runs(workdir, parents=True)  # plain RunTracker runs, no auxcli tags
     assert sorted(run.info.run_name for run in found) == ["r0", "r1", "r2", "r3"]
     assert {run.info.status for run in found} == {"FINISHED"}
     assert not list(workdir.glob(".mlflow.db.init-*"))

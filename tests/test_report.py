@@ -23,7 +23,7 @@ from auxcli.report.paper import TABLES, match_key
 from auxcli.report.render import FORMATS, render
 from auxcli.report.tables import SpecRef, build_report
 
-PAPER_MD = Path(__file__).resolve().parents[2] / "shared" / "docs" / "paper.md"
+STUDY_MD = Path(__file__).resolve().parents[1] / "docs" / "study.md"  # the study, in the repository
 
 
 def invoke(*args: object):
@@ -57,9 +57,8 @@ def test_paper_numbers_are_the_studys():
     assert [c.metric for c in TABLES[3].columns] == ["final_train_aux_acc"]  # Table 4: the aux task alone
 
 
-@pytest.mark.skipif(not PAPER_MD.is_file(), reason="docs/paper.md is not beside the checkout")
-def test_paper_numbers_match_paper_md_table_by_table():
-    text = PAPER_MD.read_text(encoding="utf-8")
+def test_paper_numbers_match_study_md_table_by_table():
+    text = STUDY_MD.read_text(encoding="utf-8")
     sections = re.split(r"^Table (\d):", text, flags=re.MULTILINE)
     found = {f"table{sections[i]}": sections[i + 1] for i in range(1, len(sections), 2)}
     for tb in TABLES:
@@ -126,6 +125,12 @@ def test_report_runs_and_untagged_runs_are_never_aggregated():
                      rec("a", 1, tags={"auxcli.report": "true"}, final_test_acc=0.0)])
     assert agg.groups["a"].n == 1
     assert (agg.untagged, agg.report_runs) == (1, 1)
+
+
+def test_spec_parent_runs_are_never_aggregated():
+    agg = aggregate([rec("a", 0, final_test_acc=0.5), rec("a", 1, final_test_acc=0.7),
+                     rec("a", None, tags={"auxcli.parent": "true"}, final_test_acc=0.6)])
+    assert agg.groups["a"].n == 2 and agg.excluded == () and agg.superseded == ()
 
 
 def test_aggregate_restricted_to_named_specs():
@@ -271,6 +276,8 @@ def search_runs(root: Path):
         runs = mlflow.search_runs(experiment_names=["auxcli"])
     finally:
         mlflow.set_tracking_uri(None)
+    if "tags.auxcli.parent" in runs:  # a spec's parent run holds its seeds' aggregates, not a seed
+        runs = runs[runs["tags.auxcli.parent"].ne("true")]
     return runs[runs["tags.auxcli.report"].ne("true")] if "tags.auxcli.report" in runs else runs
 
 
@@ -374,7 +381,9 @@ def test_out_writes_the_rendering_and_plots_write_pngs_logged_to_a_report_run(in
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{in_store / 'mlflow.db'}")
-    reports = client.search_runs([client.get_experiment_by_name("auxcli").experiment_id],
+    training = client.get_experiment_by_name("auxcli").experiment_id
+    assert not client.search_runs([training], filter_string="tags.`auxcli.report` = 'true'")  # not in the charts
+    reports = client.search_runs([client.get_experiment_by_name("auxcli-reports").experiment_id],
                                  filter_string="tags.`auxcli.report` = 'true'")
     assert reports and reports[0].info.run_name == "auxcli-report"
     logged = {a.path for a in client.list_artifacts(reports[0].info.run_id, "figures")}
@@ -383,13 +392,18 @@ def test_out_writes_the_rendering_and_plots_write_pngs_logged_to_a_report_run(in
 
     after = json.loads(invoke("report", "--format", "json").stdout)
     assert after["tables"] == before["tables"] and after["generic"] == before["generic"]
-    assert after["footer"]["report_runs"] >= 1
+
+
+def experiment_id_of(root: Path, name: str = "auxcli") -> str:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_experiment_by_name(name).experiment_id
 
 
 @pytest.mark.slow
 def test_ui_serves_the_runs_on_a_loopback_port_until_interrupted(in_store):
     from auxcli.tracking import resolve_tracking_uri
-    from auxcli.ui import serve_ui
+    from auxcli.ui import experiment_link, serve_ui
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -400,7 +414,10 @@ def test_ui_serves_the_runs_on_a_loopback_port_until_interrupted(in_store):
         seen["url"] = url
         with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=auxcli",
                                     timeout=30) as resp:
-            experiment_id = json.load(resp)["experiment"]["experiment_id"]
+            found = json.load(resp)["experiment"]
+        experiment_id = found["experiment_id"]
+        seen["kind"] = {t["key"]: t["value"] for t in found.get("tags", [])}.get("mlflow.experimentKind")
+        seen["link"] = experiment_link(resolve_tracking_uri(None), "auxcli", url)
         request = urllib.request.Request(
             f"{url}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
             data=json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode())
@@ -410,6 +427,9 @@ def test_ui_serves_the_runs_on_a_loopback_port_until_interrupted(in_store):
 
     serve_ui(resolve_tracking_uri(None), "127.0.0.1", port, on_ready)
     assert seen["url"] == f"http://127.0.0.1:{port}"
+    assert seen["kind"] == "custom_model_development"  # MLflow 3's UI: a model-training experiment, not GenAI
+    assert seen["link"] == f"http://127.0.0.1:{port}/#/experiments/{experiment_id_of(in_store)}" \
+        "?workflowType=machine_learning"
     assert {"mini-table1-gt-s0", "mini-table1-gt-s1", "tiny-crop-s0"} <= seen["names"]
     with pytest.raises(ConnectionRefusedError):  # stopped: nothing listens there any more
         socket.create_connection(("127.0.0.1", port), timeout=5).close()

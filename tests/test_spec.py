@@ -15,14 +15,14 @@ from typer.testing import CliRunner
 from auxcli.cli import app
 from auxcli.errors import SpecError
 from auxcli.schema import spec_json_schema
-from auxcli.specfile import load_spec, spec_files
+from auxcli.specfile import dump_spec, load_spec, spec_files
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 PAPER = SPECS / "paper"
 MINI = SPECS / "mini"
 runner = CliRunner()
 
-# The study's rows (../shared/docs/paper.md, Tables 1-5): what each paper spec must say.
+# The study's rows (docs/study.md, Tables 1-5): what each paper spec must say.
 PYRAMIDNET = {"backbone": "pyramidnet", "depth": 110, "alpha": 270}
 RESNET = {"backbone": "resnet", "depth": 110, "alpha": None}
 LINEAR = {"backbone": "linear", "depth": None, "alpha": None}
@@ -144,7 +144,8 @@ def test_spec_file_names_the_schema_for_editors(path):
 
 
 def test_committed_spec_files_satisfy_the_json_schema():
-    jsonschema = pytest.importorskip("jsonschema")
+    import jsonschema  # in the test extra: this test never skips
+
     validator = jsonschema.Draft7Validator(spec_json_schema())
     for path in SPECS.rglob("*.yaml"):
         if not path.name.startswith("_"):
@@ -420,9 +421,23 @@ def test_yaml_error_in_a_base_points_at_the_base_file(workdir):
     assert result.exit_code == 2 and "_base.yaml:2:1 <spec>: invalid YAML" in result.output
 
 
-def test_default_milestones_beyond_short_epochs_point_at_epochs(workdir):
-    _write(workdir, "s.yaml", "name: s\ntrain:\n  epochs: 3\n")
-    assert "s.yaml:3:3 train.milestones: milestone 225 is not below train.epochs (3)" in _validate("s.yaml").output
+@pytest.mark.parametrize(("epochs", "milestones"), [(300, [150, 225]), (200, [100, 150]), (10, [5, 7]),
+                                                    (3, [1, 2]), (2, [1]), (1, [])])
+def test_default_milestones_are_half_and_three_quarters_of_the_epochs(workdir, epochs, milestones):
+    path = _write(workdir, "s.yaml", f"name: s\ntrain:\n  epochs: {epochs}\n")
+    assert load_spec(path).train.milestones == milestones
+    resolved = YAML(typ="safe", pure=True).load(dump_spec(load_spec(path)))
+    assert resolved["train"] == {**resolved["train"], "epochs": epochs, "milestones": milestones}
+
+
+def test_default_milestones_follow_an_epochs_override_and_explicit_ones_stay(workdir):
+    path = _write(workdir, "s.yaml", "name: s\n")
+    assert load_spec(path, ["train.epochs=40"]).train.milestones == [20, 30]
+    explicit = _write(workdir, "e.yaml", "name: e\ntrain: {epochs: 10, milestones: [3]}\n")
+    assert load_spec(explicit).train.milestones == [3]
+    assert load_spec(explicit, ["train.epochs=20"]).train.milestones == [3]
+    assert "milestone 10 is not below train.epochs (5)" in _validate("e.yaml", "--set", "train.milestones=[10]",
+                                                                     "--set", "train.epochs=5").output
 
 
 def test_own_key_wins_over_the_base_location(workdir):
@@ -465,6 +480,15 @@ def test_schema_command_prints_the_schema(tmp_path):
     out = tmp_path / "schema.json"
     assert runner.invoke(app, ["schema", "--out", str(out)]).exit_code == 0
     assert json.loads(out.read_text()) == spec_json_schema()
+
+
+def test_every_schema_field_has_a_description():
+    schema = spec_json_schema()
+    models = {"Spec": schema, **schema["definitions"]}
+    missing = [f"{model}.{field}" for model, definition in models.items()
+               for field, prop in definition.get("properties", {}).items() if not prop.get("description")]
+    assert missing == []
+    assert "150 and 225" in schema["definitions"]["TrainSpec"]["properties"]["milestones"]["description"]
 
 
 def test_schema_is_draft_07_and_knows_extends():

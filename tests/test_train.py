@@ -27,7 +27,8 @@ def invoke(*args: str):
 
 def runs_in_store(workdir, experiment: str = "auxcli"):
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=[experiment])
+    runs = mlflow.search_runs(experiment_names=[experiment])
+    return runs[runs["tags.auxcli.seed"].notna()].reset_index(drop=True)  # seeds, not spec parents
 
 
 def final_weights(path) -> dict[str, torch.Tensor]:
@@ -112,6 +113,9 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(workdir, tiny_
     assert not (workdir / "resumed/resume/seed-0/metrics.json").exists()
     killed = runs_in_store(workdir)
     assert "KILLED" in set(killed["status"])
+    killed_id = killed.loc[killed["status"] == "KILLED", "run_id"].item()
+    parent_id = mlflow.MlflowClient().get_run(killed_id).data.tags["mlflow.parentRunId"]
+    assert mlflow.MlflowClient().get_run(parent_id).info.status == "KILLED"  # the spec's parent says so too
 
     monkeypatch.setattr(runner_module, "_one_epoch", real_epoch)
     result = invoke("run", spec, *deterministic, "--set", "runtime.runs_dir=resumed")
@@ -133,6 +137,8 @@ def test_interrupted_then_resumed_run_equals_an_uninterrupted_one(workdir, tiny_
     assert list(resumed_run["status"]) == ["FINISHED"]  # the same MLflow run continued
     steps = mlflow.MlflowClient().get_metric_history(b["mlflow_run_id"], "train_loss")
     assert sorted(m.step for m in steps) == [1, 2]
+    parent = mlflow.MlflowClient().get_run(parent_id)  # the resumed run finished its spec's parent
+    assert parent.info.status == "FINISHED" and parent.data.metrics["final_test_acc"] == b["final_test_acc"]
 
 
 @pytest.mark.slow

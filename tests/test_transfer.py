@@ -22,7 +22,8 @@ def final_state(workdir, name: str, seed: int = 0) -> dict:
 
 def store_runs(workdir):
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    return mlflow.search_runs(experiment_names=["auxcli"])
+    runs = mlflow.search_runs(experiment_names=["auxcli"])
+    return runs[runs["tags.auxcli.seed"].notna()].reset_index(drop=True)  # seeds, not spec parents
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Pad-and-crop augmentation and the study's crop-position label.
 
-The study (../shared/docs/paper.md, "Augmentation auxiliary tasks") pads 32x32 images by 4 and crops
+The study (docs/study.md, "Random crop + classification") pads 32x32 images by 4 and crops
 them back to 32x32, so the crop offset lies on a 9x9 grid; the grid is split into 3x3 blocks of 3x3
 positions and the auxiliary task classifies which of the 9 blocks the crop came from.
 """

@@ -3,7 +3,7 @@
 Follows the official code (uoguelph-mlrg/Cutout, util/cutout.py and train.py): the square's centre is
 uniform over the image's integer pixel positions (`np.random.randint(h)`), the square is clipped at the
 border, and Cutout runs after crop, flip, `ToTensor` and `Normalize`, so the cut pixels are 0 in
-normalised units (the data set's mean colour), not black. The study (paper.md) applies it after crop and
+normalised units (the data set's mean colour), not black. The study (docs/study.md) applies it after crop and
 flip with size 16 and segments the cut-out region as its auxiliary task.
 """
 

@@ -1,6 +1,6 @@
 """The training and evaluation transforms, composed from the spec's `augment` section.
 
-Order (paper.md; official Cutout train.py; official RICAP): random crop -> horizontal flip -> normalise
+Order (docs/study.md; official Cutout train.py; official RICAP): random crop -> horizontal flip -> normalise
 (to float32) -> Cutout -> RICAP -> rotation (RotNet and SLA rotate the augmented image; with
 `copies: all` the batch leaves four times larger). Crop and flip only move pixels, so they run on the
 uint8 images (a quarter of the memory traffic) with results identical to cropping floats. Cutout zeroes

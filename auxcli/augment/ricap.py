@@ -13,7 +13,7 @@ here as one batched gather:
 The official code names the first image axis x; here w runs along the width (columns) and h along the
 height (rows), and the patches are ordered top-left, top-right, bottom-left, bottom-right.
 
-The study (paper.md, "RICAP + segmentation") segments which source each pixel came from and notes the
+The study (docs/study.md, "RICAP + segmentation") segments which source each pixel came from and notes the
 task is ambiguous when the boundary lies on an edge; `keep_off_edges` keeps it 1 px inside.
 """
 

@@ -1,4 +1,4 @@
-"""The study's label auxiliary tasks: the same images under another label set (paper.md, "Question").
+"""The study's label auxiliary tasks: the same images under another label set (docs/study.md, "Question").
 
 - `gt`: the ground-truth fine labels (100 for CIFAR-100).
 - `superclass`: CIFAR-100's 20 coarse labels, or an image folder's `data.superclasses` mapping.

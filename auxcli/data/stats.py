@@ -1,7 +1,7 @@
 """Per-channel statistics for input normalisation.
 
 The study normalises every input channel to mean 0 and variance 1 with statistics over the training
-set (paper.md, "Training recipe"). They are computed exactly: sums of the uint8 values and of their
+set (docs/study.md, "Training recipe"). They are computed exactly: sums of the uint8 values and of their
 squares are integers, accumulated chunk by chunk, so the result does not depend on chunking or order
 and no float copy of the whole split is ever made.
 """

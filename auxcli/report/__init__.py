@@ -3,7 +3,7 @@
 collect (MLflow -> records; the run folders when there is no store) -> aggregate (pure: finished runs by
 spec, mean and sample std over seeds) -> tables (the study's rows and columns, generic rows) -> render
 (text, github, latex, csv, json) -> plots (optional PNGs, also logged to an `auxcli-report` run tagged
-`auxcli.report=true`, which every later report leaves out).
+`auxcli.report=true` in the experiment `<experiment>-reports`, apart from the training runs).
 """
 
 from __future__ import annotations

@@ -1,13 +1,14 @@
 """Pure aggregation of run records: finished runs grouped by spec name, mean and sample std over seeds.
 
-- Only FINISHED runs count; the study reports complete runs (paper.md, "Reported accuracy is at the final
-  epoch"). Other runs (RUNNING, FAILED, KILLED) are kept aside and counted.
+- Only FINISHED runs count; the study reports complete runs (docs/study.md, "Training recipe": the
+  last epoch's accuracy). Other runs (RUNNING, FAILED, KILLED) are kept aside and counted.
 - One run per (spec, seed): when a seed was run again, the latest finished run counts and the older ones
   are counted as superseded, so a rerun never weighs a seed twice.
 - std is the sample standard deviation (ddof=1), as for Table 5's "mean +- std over 4 runs"; with one
   run there is no std.
-- Runs tagged `auxcli.report=true` (the report's own figures) and runs without `auxcli.spec_name` are
-  never aggregated.
+- Runs tagged `auxcli.report=true` (the report's own figures; older versions logged them beside the
+  training runs), spec parent runs (`auxcli.parent=true`, the seeds' aggregate) and runs without
+  `auxcli.spec_name` are never aggregated.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def aggregate(records: Iterable[RunRecord], only: set[str] | None = None) -> Agg
     for record in records:
         if record.is_report:
             report_runs += 1
+            continue
+        if record.is_spec_parent:  # the seeds' aggregate, not a seed
             continue
         if not record.spec_name:
             untagged += 1

@@ -1,7 +1,7 @@
 """The "beyond the study" table: harder auxiliary tasks and the Cutout/RICAP reference backbone, each beside
 the plain run of the same backbone (`specs/beyond/`).
 
-The study concludes that its auxiliary tasks were too easy to help (paper.md, discussion); these rows test
+The study concludes that its auxiliary tasks were too easy to help (docs/study.md, Experiment 2); these rows test
 that with rotation prediction (RotNet, Gidaris et al. 2018), SLA's joint labels (Lee et al. 2020) and, on
 WRN-28-10, the augmentations whose own papers report CIFAR-100 gains (Cutout, RICAP). There are no paper
 numbers to compare with here (other recipes, other backbones): the reference is our own plain run, and

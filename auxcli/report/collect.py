@@ -18,6 +18,8 @@ from auxcli.tracking import ANALYSIS_TAG
 
 REPORT_TAG = "auxcli.report"
 REPORT_RUN_NAME = "auxcli-report"
+REPORTS_SUFFIX = "-reports"  # report runs live in <experiment>-reports, out of the training runs' charts
+PARENT_TAG = "auxcli.parent"  # as auxcli.tracking.PARENT_TAG
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,11 @@ class RunRecord:
     def is_report(self) -> bool:
         """A run auxcli wrote about other runs (`auxcli report`, `auxcli analyze`): in no aggregate."""
         return any(self.tags.get(tag, "").lower() == "true" for tag in (REPORT_TAG, ANALYSIS_TAG))
+
+    @property
+    def is_spec_parent(self) -> bool:
+        """A spec's parent run (seeds' aggregates, no `auxcli.seed`): never one of the seeds' runs."""
+        return self.tags.get(PARENT_TAG, "").lower() == "true"
 
 
 class Store:
@@ -89,10 +96,15 @@ class Store:
         return out
 
     def log_report(self, files: list[Path]) -> str:
-        """A fresh run `auxcli-report` (tag auxcli.report=true, left out of every aggregate) holding
-        the figures (`figures/`) and renderings (`report/`); returns its id."""
-        run = self._call("create the report run", self.client.create_run, self.experiment_id,
-                         run_name=REPORT_RUN_NAME, tags={REPORT_TAG: "true"})
+        """A fresh run `auxcli-report` (tag auxcli.report=true) holding the figures (`figures/`) and
+        renderings (`report/`), in the experiment `<experiment>-reports` so that it never shows in the
+        training runs' charts and tables; returns its id."""
+        from auxcli.tracking import ensure_experiment
+
+        experiment_id = self._call("create the reports experiment", ensure_experiment, self.client,
+                                   self.experiment + REPORTS_SUFFIX)
+        run = self._call("create the report run", self.client.create_run, experiment_id,
+                         run_name=REPORT_RUN_NAME, tags={REPORT_TAG: "true", "auxcli.experiment": self.experiment})
         run_id = run.info.run_id
         status = "FAILED"
         try:

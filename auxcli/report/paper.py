@@ -1,6 +1,6 @@
 """The study's reference numbers as data: Tables 1-5 and the curves of Figures 2-3.
 
-Source: ../shared/docs/paper.md (Yamada, Iwamura, Kise, "A study of additional tasks that improve image
+Source: docs/study.md (Yamada, Iwamura, Kise, "A study of additional tasks that improve image
 classification accuracy", IEICE technical report). Accuracies are fractions (99.99% -> 0.9999); Table 5
 gives mean and std over 4 runs. A row's `key` is the stem of the spec that reproduces it
 (`specs/paper/<key>.yaml`); scaled-down suites prefix it (`mini-table1-gt`).

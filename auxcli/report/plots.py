@@ -1,7 +1,7 @@
 """The report's charts (matplotlib, Agg; no pyplot state): the study's Figures 2 and 3, and test accuracy
 per epoch for each table.
 
-Figures 2-3 (paper.md, Experiment 1): training loss and training accuracy of the fine-tuning runs
+Figures 2-3 (docs/study.md, Experiment 1): training loss and training accuracy of the fine-tuning runs
 (`table3-finetune-*`) over the first 50 epochs against training from scratch (`table1-gt`, dotted).
 Curves are the mean over seeds of the per-epoch metric (step = epoch).
 """

@@ -16,7 +16,7 @@ from auxcli.report.beyond import BeyondTable, beyond_tables, claimed_names
 from auxcli.report.paper import TABLES, PaperTable, match_key
 
 PAPER_SOURCE = ("Yamada, Iwamura, Kise, 'A study of additional tasks that improve image classification "
-                "accuracy' (IEICE technical report), Tables 1-5; summarised in docs/paper.md")
+                "accuracy' (IEICE technical report), Tables 1-5; summarised in docs/study.md")
 GENERIC_METRICS: tuple[tuple[str, str], ...] = (
     ("final_train_acc", "train acc"), ("final_test_acc", "test acc"),
     ("final_train_aux_acc", "aux train acc"), ("final_test_aux_acc", "aux test acc"),

@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import logging
 import socket
 from pathlib import Path
 from typing import Any, Protocol
 
+from auxcli import console
 from auxcli.bundle.record import RECORD_DIR, write_record
 from auxcli.errors import OutputError
 from auxcli.gitinfo import git_state
+from auxcli.data.identity import DataIdentity, data_identity
+from auxcli.lineage import command_line, parent_description, run_description, source_tags
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.specfile import dump_spec
-from auxcli.tracking import RunTracker, flatten
 from auxcli.testhooks import pause_point
+from auxcli.tracking import RunTracker, flatten, where_message
 from auxcli.train.checkpoint import FINAL_FORMAT, LAST_FORMAT, save_checkpoint
 
 RUN_FOLDER_TAG = "auxcli.run_folder"  # host:absolute path; finds this folder's orphaned RUNNING runs
@@ -71,6 +75,8 @@ class RunRecorder:
         self.params = params or {}
         self.tracker: RunTracker | None = None
         self.run_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.model_id: str | None = None  # the final weights' logged model, once recorded
 
     def open(self, *, resumed_run_id: str | None, history: list[dict[str, float]], tags: dict[str, str],
              clear_folder: bool) -> str | None:
@@ -83,10 +89,37 @@ class RunRecorder:
         if resumed_run_id is None or not self._resume(resumed_run_id):
             self._start(tags)
         self._log_missing_epochs(history)
+        if spec.runtime.system_metrics:
+            tracker.start_system_metrics()
         if clear_folder:
             self.folder.clear()
         self.folder.write_spec(dump_spec(spec))
         return self.run_id
+
+    def _start(self, tags: dict[str, str]) -> None:
+        """A new MLflow run for the seed, nested under the spec's parent run, with MLflow's standard
+        tags, the description, the dataset input and, for a transfer, the source's model as input."""
+        assert self.tracker is not None
+        spec, tracker = self.spec, self.tracker
+        git, command, sha = git_state(), command_line(), spec_sha256(spec)
+        standard = source_tags(git, command)
+        params = flatten(spec.to_plain())
+        self.parent_run_id = tracker.spec_parent(
+            spec.name, sha, {**standard, **git.as_tags()}, params,
+            description=parent_description(spec, command=command, spec_text=dump_spec(spec)))
+        all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
+                    "auxcli.spec_sha256": sha, RUN_FOLDER_TAG: self._folder_tag(), **git.as_tags(), **standard,
+                    **tags}
+        self.run_id = tracker.start(run_label(spec, self.seed), all_tags, {**params, **self.params},
+                                    parent_run_id=self.parent_run_id)
+        data = _data_identity(spec)
+        if data is not None:  # MLflow shows 12 digits of a dataset digest; the profile has the rest
+            tracker.log_dataset(data.name, data.short_digest, str(data.folder.resolve()), profile={
+                "sha256": data.digest, "files_md5": data.files, "subset_per_class": spec.data.subset,
+                "dvc_path": data.dvc_path, "dvc_md5": data.dvc_md5})
+        source_link = self._link_transfer_source(tags.get("auxcli.transfer.source_run_id"))
+        tracker.describe(run_description(spec, self.seed, command=command, git=git, data=data,
+                                         spec_text=dump_spec(spec), source_link=source_link))
 
     def record_epoch(self, epoch: int, row: dict[str, float], history: list[dict[str, float]],
                      resume_state: dict[str, Any]) -> None:
@@ -111,6 +144,7 @@ class RunRecorder:
                               "seed": self.seed})
         pause_point("after-metrics")
         self._log_artifacts()
+        self._log_model(summary)
 
     def repair(self) -> str | None:
         """Finish the MLflow record of a run whose training finished (`metrics.json`) without retraining:
@@ -140,18 +174,10 @@ class RunRecorder:
         if old_id != self.run_id:
             folder.write_metrics({**metrics, "mlflow_run_id": self.run_id})
         self._log_artifacts()
+        self._log_model(summary)
         return self.run_id
 
     # ------------------------------------------------------------------------------------------ helpers
-
-    def _start(self, tags: dict[str, str]) -> None:
-        assert self.tracker is not None
-        spec = self.spec
-        all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
-                    "auxcli.spec_sha256": spec_sha256(spec), RUN_FOLDER_TAG: self._folder_tag(),
-                    **git_state().as_tags(), **tags}
-        self.run_id = self.tracker.start(run_label(spec, self.seed), all_tags,
-                                         {**flatten(spec.to_plain()), **self.params})
 
     def _resume(self, run_id: str) -> bool:
         """Continue `run_id` if the store has it and it belongs to this resolved spec."""
@@ -165,6 +191,7 @@ class RunRecorder:
         if not self.tracker.resume(run_id):
             return False
         self.run_id = run_id
+        self.parent_run_id = run.data.tags.get("mlflow.parentRunId")
         return True
 
     def _log_missing_epochs(self, history: list[dict[str, float]]) -> None:
@@ -205,14 +232,49 @@ class RunRecorder:
             name = path.relative_to(folder.repro).as_posix()
             self.tracker.log_artifacts([path], subdir=Path(RECORD_DIR, name).parent.as_posix())
 
+    def _log_model(self, summary: dict[str, float]) -> None:
+        """The final weights as a logged model ("Models" in the UI, `models:/<id>` for the registry);
+        once per run: a repair of a run that logged it already leaves it."""
+        assert self.tracker is not None and self.run_id is not None
+        run = self.tracker.client.get_run(self.run_id)
+        if run.outputs and run.outputs.model_outputs:
+            self.model_id = run.outputs.model_outputs[0].model_id
+            return
+        folder = self.folder
+        self.model_id = self.tracker.log_model(self.spec.name, [folder.final, folder.spec], summary,
+                                               step=self.spec.train.epochs)
+
     def close(self, status: str) -> None:
-        """End the MLflow run with `status`; after FINISHED, write the completion marker (the last write)."""
-        if self.tracker is not None:
-            self.tracker.end(status)
-            if status == "FINISHED" and self.folder.metrics.exists():  # not a run stopped early (reproduce)
-                pause_point("before-marker")
-                self.folder.write_completion({"mlflow_run_id": self.run_id, "spec_sha256": spec_sha256(self.spec),
-                                              "spec_name": self.spec.name, "seed": self.seed})
+        """End the MLflow run (and, for the spec's parent, aggregate or mark why not); after FINISHED,
+        write the completion marker: the last write of a run."""
+        if self.tracker is None:
+            return
+        self.tracker.end(status)
+        if self.parent_run_id is not None:
+            if status == "FINISHED":
+                self.tracker.update_parent(self.parent_run_id, self.spec.seeds)
+            else:  # the spec is not complete: the parent says why
+                self.tracker.client.set_terminated(self.parent_run_id, status=status)
+        if status == "FINISHED" and self.folder.metrics.exists():  # not a run stopped early (reproduce)
+            pause_point("before-marker")
+            self.folder.write_completion({"mlflow_run_id": self.run_id, "spec_sha256": spec_sha256(self.spec),
+                                          "spec_name": self.spec.name, "seed": self.seed})
+        if status == "FINISHED" and self.run_id is not None:
+            console.result(where_message(self.tracker, run_label(self.spec, self.seed), self.folder.root,
+                                         self.run_id))
+
+    def _link_transfer_source(self, source_run_id: str | None) -> str | None:
+        """A markdown link to the transfer's source run, whose logged model becomes this run's input."""
+        if not source_run_id or source_run_id in ("none", "unknown") or self.tracker is None:
+            return None
+        try:
+            source = self.tracker.client.get_run(source_run_id)
+        except Exception:  # a source recorded in another store: the tags still name it
+            return None
+        for output in source.outputs.model_outputs if source.outputs else []:
+            self.tracker.log_model_input(output.model_id)
+        name = source.info.run_name or source_run_id
+        return f"[{name}](#/experiments/{source.info.experiment_id}/runs/{source_run_id})"
 
 
 class NoRecorder:
@@ -244,3 +306,14 @@ def _epoch_metrics(row: dict[str, float]) -> dict[str, float]:
 def _read_history(path: Path) -> list[dict[str, float]]:
     with open(path, newline="") as f:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+def _data_identity(spec: Spec) -> DataIdentity | None:
+    """The data set's identity for the dataset input; None (and a warning) if its files cannot say."""
+    from auxcli.errors import DataError
+
+    try:
+        return data_identity(spec.data)
+    except (OSError, KeyError, ValueError, DataError) as exc:
+        logging.getLogger(__name__).warning("no dataset input recorded: %s", exc)
+        return None

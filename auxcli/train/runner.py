@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from auxcli import console
 from auxcli.augment.targets import Targets
 from auxcli.bundle.record import Provenance, run_record, runtime_choices
 from auxcli.augment.pipeline import build_eval_transform, build_train_augment
@@ -132,13 +133,13 @@ def _look_up(spec: Spec, seed: int, folder: RunFolder, *, resume: bool, force: b
         if is_stale(spec, folder):
             raise stale_error(spec, seed, folder)
         if folder.is_finished():
-            print(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.", flush=True)
+            console.info(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.")
             return ("complete", folder.read_metrics()), None
         if folder.metrics.exists():
             return ("repaired", _repair(spec, seed, folder).metrics), None
     checkpoint = None if force else _load_resumable(folder, spec)
     if resume and checkpoint is None:
-        print(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.", flush=True)
+        console.info(f"{run_label(spec, seed)}: no last.pt to resume from; starting from epoch 1.")
     return None, checkpoint
 
 
@@ -270,7 +271,7 @@ def restore(t: _Training, checkpoint: dict[str, Any] | None) -> Start:
     t.optimizer.load_state_dict(checkpoint["optimizer"])
     t.scheduler.load_state_dict(checkpoint["scheduler"])
     restore_rng_state(checkpoint["rng"])
-    print(f"{run_label(t.spec, t.seed)}: resuming after epoch {checkpoint['epoch']}.", flush=True)
+    console.info(f"{run_label(t.spec, t.seed)}: resuming after epoch {checkpoint['epoch']}.")
     return Start(epoch=checkpoint["epoch"] + 1, history=list(checkpoint["history"]),
                  run_id=checkpoint.get("mlflow_run_id"))
 
