@@ -118,7 +118,7 @@ def check_tracking_uri(uri: str) -> None:
         except (ImportError, ValueError):
             found = False
         if not found:
-            raise TrackingError(f"tracking URI {_display(uri)}: the {base} driver {driver!r} is not installed "
+            raise TrackingError(f"tracking URI {display_uri(uri)}: the {base} driver {driver!r} is not installed "
                                 f"(python module {module!r}). Install it (pip install {module.split('.')[0]}) or "
                                 "use the embedded store (leave tracking.uri unset).")
     path = sqlite_path(uri)
@@ -292,12 +292,14 @@ class _exclusive:
         os.close(self.fd)  # closing drops the flock
 
 
-def _display(uri: str) -> str:
+def display_uri(uri: str) -> str:
+    """The URI without a password, for messages, reports and bundles."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(uri)
     if parts.password:
-        return uri.replace(f":{parts.password}@", ":***@")
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return parts._replace(netloc=netloc).geturl()
     return uri
 
 

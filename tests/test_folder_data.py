@@ -202,7 +202,8 @@ def test_folder_spec_trains_with_superclass_aux_and_cutout_at_another_size(image
     assert 0.0 <= metrics["final_test_aux_acc"] <= 1.0 and "final_test_acc" in metrics
     # the same folder at 26 px (not a multiple of the stride 4) with a segmentation task (Cutout scaled to 13 px)
     result = CliRunner().invoke(app, ["run", str(workdir / "f.yaml"), "-S", "name=folder-cutout", "-S",
-                                      "data.image_size=26", "-S", "task.aux={kind: cutout}", "-S", "augment.cutout={}"])
+                                      "data.image_size=26", "-S", "~task.aux", "-S", "task.aux={kind: cutout}",
+                                      "-S", "augment.cutout={}"])
     assert result.exit_code == 0, result.output
     spec = (workdir / "runs/folder-cutout/seed-0/spec.resolved.yaml").read_text()
     assert "size: 13" in spec and "padding: 3" in spec

@@ -181,7 +181,8 @@ def test_compiled_run_finishes_and_records_the_resolved_runtime_in_mlflow(workdi
     result = CliRunner().invoke(app, ["run", str(spec)])
     assert result.exit_code == 0, result.output
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("auxcli").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("auxcli").experiment_id],
+                                filter_string="tags.`auxcli.seed` = '0'")  # the seed's run, not its spec's parent
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["runtime.compile_mode"] == "auto" and params["runtime.precision"] == "auto"  # what was asked

@@ -83,6 +83,7 @@ def _finish(spec, seed: int, metrics: dict) -> RunFolder:
     folder = RunFolder.of(spec, seed)
     folder.write_history([{"epoch": 1, "train_acc": 0.1, "test_acc": 0.2}])
     folder.write_metrics(metrics)
+    folder.write_completion({"spec_name": spec.name, "seed": seed})  # finished and recorded
     return folder
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from auxcli.gitinfo import git_state
 from auxcli.project import anchored
 from auxcli.spec import DataSpec, Spec
+from auxcli.tracking import display_uri
 
 RECORD_FORMAT = "auxcli-repro/1"
 RECORD_DIR = "repro"
@@ -168,7 +169,7 @@ def environment(runtime: dict[str, Any]) -> dict[str, Any]:
             "cudnn_benchmark": torch.backends.cudnn.benchmark,
             "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
         },
-        "env": {k: _without_password(os.environ[k]) if k == "MLFLOW_TRACKING_URI" else os.environ[k]
+        "env": {k: display_uri(os.environ[k]) if k == "MLFLOW_TRACKING_URI" else os.environ[k]
                 for k in ENV_VARS if k in os.environ},
         "distributions": dict(sorted(distributions.items())),
     }
@@ -292,13 +293,3 @@ def sha256_file(path: Path) -> str:
 
 def _json(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-
-
-def _without_password(uri: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=netloc).geturl()
-    return uri

@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from auxcli.errors import TrackingError
-from auxcli.tracking import ANALYSIS_TAG
+from auxcli.tracking import ANALYSIS_TAG, display_uri
 
 REPORT_TAG = "auxcli.report"
 REPORT_RUN_NAME = "auxcli-report"
@@ -169,15 +169,6 @@ def _check_exists(uri: str) -> None:
             f"no MLflow store at {path}: nothing has been recorded there yet. Run `auxcli run SPEC` first, "
             "or point --tracking-uri (or MLFLOW_TRACKING_URI) at the store the runs were recorded in."
         )
-
-
-def display_uri(uri: str) -> str:
-    """The URI without a password, for messages and reports."""
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=netloc).geturl()
-    return uri
 
 
 class RunFolders:
