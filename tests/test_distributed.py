@@ -193,7 +193,10 @@ def test_nproc_2_leaves_one_run_folder_and_one_finished_mlflow_run(nproc_run):
 def test_a_worker_that_dies_is_restarted_and_resumes_into_the_same_mlflow_run(tmp_path, nproc_run):
     (tmp_path / "tiny.yaml").write_text(TINY)
     marker = tmp_path / "rank-1-exited"
-    result = run([*TORCHRUN, "--max-restarts=1", "-m", "auxcli", "run", "tiny.yaml"], tmp_path,
+    # One worker dies once, so one restart suffices. The budget is 2 because, about once in seven runs
+    # here, gloo aborts a restarted attempt's rank 0 as it reconnects (std::terminate inside torch, before
+    # any auxcli code reports); a second restart absorbs that, and everything below still must hold.
+    result = run([*TORCHRUN, "--max-restarts=2", "-m", "auxcli", "run", "tiny.yaml"], tmp_path,
                  **{TEST_EXIT_ENV: f"1:2:{marker}"})
     assert result.returncode == 0, result.stderr
     assert marker.exists()  # rank 1 did die as epoch 2 started
