@@ -386,11 +386,12 @@ def test_record_finds_extends_bases_once_and_dvc_md5(tmp_path):
     folder = tmp_path / "data" / "cifar-100-python"
     folder.mkdir(parents=True)
     (folder / "train").write_bytes(b"abc")
+    (tmp_path / ".dvc").mkdir()  # the repository root DVC's files are read up to
     (tmp_path / "data.dvc").write_text("outs:\n- md5: 0123456789abcdef.dir\n  path: data\n")
     record = data_record(DataSpec(dataset="cifar100", root=str(tmp_path / "data")), {"train": 1})
     assert record["files"] == {"train": {"sha256": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
                                          "size": 3}}
-    assert record["dvc"] == {"file": (tmp_path / "data.dvc").as_posix(), "md5": "0123456789abcdef.dir"}
+    assert record["dvc"] == {"path": "data", "md5": "0123456789abcdef.dir"}
     assert record["split_sizes"] == {"train": 1}
 
 
@@ -416,7 +417,20 @@ def test_dvc_md5_of_a_relative_data_root(tmp_path, monkeypatch):
     from auxcli.bundle.record import dvc_md5
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dvc").mkdir()
     (tmp_path / "data").mkdir()
     assert dvc_md5(Path("data")) is None
     (tmp_path / "data.dvc").write_text("outs:\n- md5: feed.dir\n  path: data\n")
     assert dvc_md5(Path("data"))["md5"] == "feed.dir"
+
+
+def test_dvc_md5_of_data_made_by_the_pipelines_data_stage(tmp_path, monkeypatch):
+    """`auxcli data prepare` runs as the `data` stage: its md5 is in dvc.lock, not in a .dvc file."""
+    from auxcli.bundle.record import dvc_md5
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "data" / "synthetic").mkdir(parents=True)
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  data:\n    outs:\n    - path: data\n"
+                                       "      md5: cafe.dir\n")
+    assert dvc_md5(Path("data/synthetic")) == {"path": "data", "md5": "cafe.dir"}

@@ -8,7 +8,7 @@ and to the MLflow artifact folder `repro/`, so a bundle can be built from either
   the environment variables that change numerics or placement;
 - `code.json` (+ `code.patch`): git commit, branch, dirty flag, untracked file names and `git diff HEAD`
   of the working directory; always the installed auxcli version and a sha256 over its source files;
-- `data.json`: dataset, split sizes, each archive file's sha256 and size, the DVC md5 when a `.dvc`
+- `data.json`: dataset, split sizes, each archive file's sha256 and size, the DVC md5 when a `dvc.lock`/`.dvc`
   file tracks the data;
 - `provenance.json` (+ `spec/`): the spec file as written with its `extends:` bases, the overrides and
   the command line that produced the run, and the transfer source when there is one.
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.gitinfo import git_state
+from auxcli.data.identity import dvc_tracked
 from auxcli.project import anchored
 from auxcli.spec import DataSpec, Spec
 from auxcli.tracking import display_uri
@@ -245,7 +246,7 @@ def data_folder(spec: DataSpec) -> Path:
 
 
 def data_record(spec: DataSpec, split_sizes: dict[str, int] | None = None) -> dict[str, Any]:
-    """Dataset, split sizes and every archive file's sha256 (DVC's md5 too when a `.dvc` file tracks it)."""
+    """Dataset, split sizes and every archive file's sha256 (DVC's md5 too when DVC tracks the folder)."""
     folder = data_folder(spec)
     files = {}
     if folder.is_dir():
@@ -262,21 +263,10 @@ def data_record(spec: DataSpec, split_sizes: dict[str, int] | None = None) -> di
 
 
 def dvc_md5(folder: Path) -> dict[str, str] | None:
-    """The md5 a `.dvc` file records for `folder` or one of its parents ({"file", "md5"}), if any."""
-    from ruamel.yaml import YAML
-
-    folder = folder.resolve()  # a relative root ("data") has parents named "", which have no .dvc file
-    for candidate in [folder, *folder.parents][:4]:
-        if not candidate.name:
-            continue
-        dvc_file = candidate.with_name(candidate.name + ".dvc")
-        if dvc_file.is_file():
-            try:
-                doc = YAML(typ="safe", pure=True).load(dvc_file.read_text())
-                return {"file": dvc_file.as_posix(), "md5": str(doc["outs"][0]["md5"])}
-            except Exception:
-                return {"file": dvc_file.as_posix(), "md5": "unreadable"}
-    return None
+    """Where DVC tracks `folder` (a `dvc.lock` output such as the `data` stage's, or a `.dvc` file of
+    `dvc add`): {"path": tracked folder relative to the repository, "md5": its md5}; None if untracked."""
+    path, md5 = dvc_tracked(folder)
+    return {"path": path, "md5": md5} if path and md5 else None
 
 
 def sha256_bytes(data: bytes) -> str:
