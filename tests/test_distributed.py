@@ -20,6 +20,11 @@ from auxcli.data.batches import Shard, sharded_batches
 from auxcli.models.batchnorm import GhostBatchNorm2d, use_ghost_batch_norm
 from auxcli.train.distributed import TEST_EXIT_ENV
 
+# Real subprocesses under torchrun/gloo: about one run in seven here, a gloo process aborts at exit or
+# on reconnect ("terminate called without an active exception", SIGABRT inside torch), and a SIGTERM
+# can race a child's start-up. Each rerun asserts everything again; a failure four times in a row fails.
+SUBPROCESS_RERUNS = pytest.mark.flaky(reruns=3)
+
 ROOT = Path(__file__).resolve().parents[1]
 EPOCH_METRICS = {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_seconds", "images_per_second"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
@@ -117,6 +122,7 @@ def test_more_processes_than_gpus_is_an_error_before_anything_starts(workdir, ti
 
 
 @pytest.mark.slow
+@SUBPROCESS_RERUNS
 def test_two_ranks_train_and_evaluate_as_one_process_does(tmp_path):
     """tests/ddp_worker.py: the real loop, one process vs 2 gloo ranks (K = 4 and 2 steps)."""
     worker = str(ROOT / "tests" / "ddp_worker.py")
@@ -173,6 +179,7 @@ runtime: {threads: 1}
 
 
 @pytest.mark.slow
+@SUBPROCESS_RERUNS
 def test_nproc_2_leaves_one_run_folder_and_one_finished_mlflow_run(nproc_run):
     workdir, result = nproc_run
     assert result.returncode == 0, result.stderr
@@ -190,13 +197,11 @@ def test_nproc_2_leaves_one_run_folder_and_one_finished_mlflow_run(nproc_run):
 
 
 @pytest.mark.slow
+@SUBPROCESS_RERUNS
 def test_a_worker_that_dies_is_restarted_and_resumes_into_the_same_mlflow_run(tmp_path, nproc_run):
     (tmp_path / "tiny.yaml").write_text(TINY)
     marker = tmp_path / "rank-1-exited"
-    # One worker dies once, so one restart suffices. The budget is 2 because, about once in seven runs
-    # here, gloo aborts a restarted attempt's rank 0 as it reconnects (std::terminate inside torch, before
-    # any auxcli code reports); a second restart absorbs that, and everything below still must hold.
-    result = run([*TORCHRUN, "--max-restarts=2", "-m", "auxcli", "run", "tiny.yaml"], tmp_path,
+    result = run([*TORCHRUN, "--max-restarts=1", "-m", "auxcli", "run", "tiny.yaml"], tmp_path,
                  **{TEST_EXIT_ENV: f"1:2:{marker}"})
     assert result.returncode == 0, result.stderr
     assert marker.exists()  # rank 1 did die as epoch 2 started
@@ -214,6 +219,7 @@ def test_a_worker_that_dies_is_restarted_and_resumes_into_the_same_mlflow_run(tm
 
 
 @pytest.mark.slow
+@SUBPROCESS_RERUNS
 def test_a_batch_that_does_not_split_over_the_processes_is_a_spec_error_on_every_rank(tmp_path):
     (tmp_path / "tiny.yaml").write_text(TINY)
     result = run([sys.executable, "-m", "auxcli", "run", "tiny.yaml", "--nproc", "2",
