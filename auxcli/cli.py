@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -597,7 +598,23 @@ def _spec_files(paths: list[Path]) -> list[Path]:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        _exit_torchrun_worker(exc)
+        raise
+
+
+def _exit_torchrun_worker(exc: SystemExit) -> None:
+    """A torchrun worker leaves with `os._exit` (see `auxcli.train.distributed._leave`): gloo's
+    destructors would otherwise run at interpreter exit and can abort the process once a peer is gone."""
+    distributed = sys.modules.get("auxcli.train.distributed")
+    if distributed is None or not distributed.joined_a_group():
+        return
+    code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ T = TypeVar("T")
 TEST_EXIT_ENV = "AUXCLI_TEST_EXIT_AT"
 
 AGREED = "_auxcli_agreed_by_all_ranks"  # attribute set on exceptions every rank raised together
+JOINED = {"group": False}  # set once this process joined torchrun's process group
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ def process_group(timeout_minutes: float = 30) -> Iterator[Ranks]:
     # dead attempt's processes left there (gloo then waits for them forever), hence a prefix per attempt.
     store = dist.PrefixStore(f"auxcli-attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size, timeout=timeout)
+    JOINED["group"] = True
     ranks = Ranks(rank, world_size, int(os.environ.get("LOCAL_RANK", 0)), True)
     _current = ranks
     try:
@@ -241,8 +243,16 @@ def process_group(timeout_minutes: float = 30) -> Iterator[Ranks]:
 
 
 def _leave() -> None:
-    dist.all_reduce(torch.zeros(1))  # a CPU (gloo) barrier: everyone is done with collectives
-    dist.destroy_process_group()
+    # A CPU (gloo) barrier: everyone is done with collectives. No destroy_process_group: once one rank has
+    # exited, gloo's teardown in another can abort it (std::terminate, SIGABRT: exit 134 instead of 0 or 2),
+    # seen in about one clean-clone test run in three. A process that joined a group ends with os._exit
+    # instead (`auxcli.cli.main`), so no gloo destructor runs at all.
+    dist.all_reduce(torch.zeros(1))
+
+
+def joined_a_group() -> bool:
+    """Whether this process joined a torchrun process group (it must then end with `os._exit`)."""
+    return JOINED["group"]
 
 
 def _describe(error: BaseException, rank: int) -> tuple[str, int]:
