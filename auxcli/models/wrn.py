@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from auxcli.models.registry import register_backbone
-from auxcli.models.resnet import conv3x3, init_weights
+from auxcli.models import resnet  # the module, not its names: importing resnet first imports this file mid-way
 from auxcli.models.depth import allowed_depths, valid_depth
 
 if TYPE_CHECKING:
@@ -40,10 +40,10 @@ class WideBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dropout: float = 0.0):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
-        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.conv1 = resnet.conv3x3(in_channels, out_channels, stride)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = conv3x3(out_channels, out_channels)
+        self.conv2 = resnet.conv3x3(out_channels, out_channels)
         self.projection = (nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
                            if stride != 1 or in_channels != out_channels else None)
 
@@ -64,7 +64,7 @@ class WideResNet(nn.Module):
             raise ValueError(f"Wide ResNet depth must be {allowed_depths('wrn')}, got {depth}")
         n = (depth - 4) // 6
         self.depth, self.widen_factor = depth, widen_factor
-        self.conv1 = conv3x3(3, base_width)
+        self.conv1 = resnet.conv3x3(3, base_width)
         in_channels, stages = base_width, []
         for stage, width in enumerate(base_width * widen_factor * m for m in (1, 2, 4)):
             blocks = []
@@ -76,7 +76,7 @@ class WideResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.bn_final = nn.BatchNorm2d(in_channels)
         self.feature_width: int = in_channels
-        init_weights(self)
+        resnet.init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(self.conv1(x))))
