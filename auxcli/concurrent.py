@@ -5,10 +5,16 @@ folder, exactly as `auxcli run SPEC --seed S` would make them). A run waits for 
 it transfers from, and is skipped if one of them failed. Shared set-up that processes would otherwise race
 on (the MLflow store's schema and experiment, a generated or downloaded data set) is done once, before
 any process starts. Each process's output comes line by line, prefixed with its run name.
+
+On the CPU, K processes that each take every core (torch's default) fight over them: two ResNet-20 runs
+on 2 cores trained 313 images/s together against 615 for one. So a CPU run whose spec leaves
+`runtime.threads` unset gets an equal share of the cores (`OMP_NUM_THREADS`, which sets torch's default
+without changing the resolved spec): 593 images/s together, and each run its own core.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -25,6 +31,7 @@ class Job:
     file: Path
     spec: Spec
     seed: int
+    threads: int | None = None  # OMP_NUM_THREADS for its process; None: inherited
     process: subprocess.Popen | None = None
     exit_code: int | None = None
     reader: threading.Thread | None = field(default=None, repr=False)
@@ -56,9 +63,25 @@ def prepare_shared(specs: Sequence[Spec]) -> None:
         load_data(data)
 
 
+def cpu_threads_each(spec: Spec, *, processes: int, cores: int, cuda_available: bool) -> int | None:
+    """The CPU threads one of `processes` concurrent runs of `spec` gets: a share of `cores` when it trains
+    on the CPU and leaves `runtime.threads` to torch; None (torch's default, or the spec's) otherwise."""
+    device = spec.runtime.device
+    on_cpu = device == "cpu" or (device == "auto" and not cuda_available)
+    if not on_cpu or spec.runtime.threads is not None:
+        return None
+    return max(1, cores // processes)
+
+
 def run_concurrently(jobs: list[Job], *, concurrent: int, child_options: list[str]) -> int:
     """Run `jobs` (in plan order), at most `concurrent` at a time; the first failing exit code, else 0."""
+    import torch
+
     prepare_shared([job.spec for job in jobs])
+    processes = min(concurrent, len(jobs))
+    for job in jobs:  # torch's default in this process: the cores, or OMP_NUM_THREADS if the user set it
+        job.threads = cpu_threads_each(job.spec, processes=processes, cores=torch.get_num_threads(),
+                                       cuda_available=torch.cuda.is_available())
     lock = threading.Lock()
     waiting, running, failed_specs = list(jobs), [], set()
     names = {job.spec.name for job in jobs}
@@ -125,7 +148,9 @@ def _stop(running: list[Job], signum: int, grace_seconds: float = 10.0) -> None:
 
 def _start(job: Job, child_options: list[str], lock: threading.Lock) -> None:
     command = [sys.executable, "-m", "auxcli", "run", str(job.file), "--seed", str(job.seed), *child_options]
-    job.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(job.threads)} if job.threads else {})}
+    job.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                   env=env)
 
     def forward() -> None:
         for line in job.process.stdout:

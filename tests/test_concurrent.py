@@ -20,8 +20,8 @@ SUBPROCESS_RERUNS = pytest.mark.flaky(reruns=3)
 @pytest.mark.slow
 @SUBPROCESS_RERUNS
 def test_concurrent_two_seeds_make_two_finished_mlflow_runs_with_labelled_output(workdir, tiny_spec):
-    spec = tiny_spec("conc")
-    spec.write_text(spec.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    spec = tiny_spec("conc")  # torch's default threads (all cores), so that --concurrent shares them out
+    spec.write_text(spec.read_text().replace("seeds: [0]", "seeds: [0, 1]").replace("runtime: {threads: 1}", ""))
     result = CliRunner().invoke(app, ["run", str(spec), "--concurrent", "2"])
     assert result.exit_code == 0, result.output
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
@@ -32,10 +32,37 @@ def test_concurrent_two_seeds_make_two_finished_mlflow_runs_with_labelled_output
                                    filter_string="tags.`auxcli.parent` = 'true'")  # one, though both seeds started it
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
     assert parent.info.status == "FINISHED" and parent.data.metrics["seeds_finished"] == 2
+    import json
+
+    import torch
+
     for seed in (0, 1):
-        assert (workdir / "runs" / "conc" / f"seed-{seed}" / "metrics.json").exists()
+        folder = workdir / "runs" / "conc" / f"seed-{seed}"
+        assert (folder / "metrics.json").exists()
+        # two CPU runs at once share the cores rather than each taking all of them
+        environment = json.loads((folder / "repro" / "environment.json").read_text())
+        assert environment["threads"] == max(1, torch.get_num_threads() // 2)
         # every line of a run's output is whole and carries its label
         assert re.search(rf"^\[conc-s{seed}\] conc-s{seed} epoch 2/2 .* img/s", result.output, re.MULTILINE)
+
+
+@pytest.mark.parametrize(("device", "threads", "cuda", "expected"), [
+    ("cpu", None, False, 4),    # 8 cores, 2 processes: 4 each
+    ("auto", None, False, 4),   # auto without CUDA trains on the CPU
+    ("auto", None, True, None),  # ... and with CUDA on the GPU: threads left alone
+    ("cuda", None, True, None),
+    ("cpu", 3, False, None),    # the spec's runtime.threads wins
+])
+def test_cpu_runs_share_the_cores(tiny_spec, device, threads, cuda, expected):
+    from auxcli.concurrent import cpu_threads_each
+    from auxcli.specfile import load_spec
+
+    path = tiny_spec("share")
+    path.write_text(path.read_text().replace("runtime: {threads: 1}", f"runtime: {{device: {device}, threads: {threads or 'null'}}}"))
+    spec = load_spec(path, [])
+    assert cpu_threads_each(spec, processes=2, cores=8, cuda_available=cuda) == expected
+    if expected:
+        assert cpu_threads_each(spec, processes=16, cores=8, cuda_available=cuda) == 1  # never 0
 
 
 def test_concurrent_jobs_put_transfers_after_their_sources(workdir, tiny_spec):
