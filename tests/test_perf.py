@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -215,3 +216,30 @@ def test_a_missing_device_is_a_clear_error_with_exit_code_2(workdir):
     assert result.exit_code == 2
     assert "runtime.device: 'cuda' was asked for, but torch sees no CUDA device here" in result.stderr
     assert "allowed: auto, cpu." in result.stderr
+
+
+def test_cpu_sharing_gives_each_bench_process_its_share_of_the_cores():
+    import torch
+
+    from auxcli.perf.__main__ import cpu_share
+
+    share = str(max(1, torch.get_num_threads() // 2))
+    assert cpu_share(["--device", "cpu", "--steps", "2"], 2) == ["--threads", share]
+    assert cpu_share(["--device", "cpu", "--threads", "3"], 2) == []  # asked for: left alone
+    assert cpu_share(["--device", "cuda"], 2) == []  # a GPU's processes keep torch's default
+
+
+@pytest.mark.slow
+def test_perf_sharing_sums_the_rates_of_concurrent_processes():
+    result = subprocess.run(
+        [sys.executable, "-m", "auxcli.perf", "sharing", "--processes", "1", "2", "--runs", "24", "--",
+         "--backbone", "resnet", "--depth", "8", "--base-width", "4", "--batch-size", "16", "--steps", "1",
+         "--repeats", "1", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "process(es)" in line]
+    assert [line.split()[0] for line in lines] == ["1", "2"]
+    each = re.search(r"each ([\d,]+), ([\d,]+);", lines[1])  # two processes, two rates, and their sum
+    total = float(re.search(r"([\d,]+) images/s in total", lines[1]).group(1).replace(",", ""))
+    rates = [float(g.replace(",", "")) for g in each.groups()]
+    assert abs(total - sum(rates)) <= 2 and all(r > 0 for r in rates)
+    assert re.search(r"24 runs of 15,000,000 images: [\d.]+ h$", lines[1])

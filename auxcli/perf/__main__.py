@@ -41,6 +41,20 @@ def model_choice(args: argparse.Namespace) -> ModelChoice:
     return ModelChoice(args.backbone, depth, alpha, args.base_width)
 
 
+def cpu_share(bench_args: list[str], processes: int) -> list[str]:
+    """`--threads` for one of `processes` CPU benches, as `auxcli run --concurrent` shares the cores out
+    (`auxcli.concurrent.cpu_threads_each`); nothing on a GPU or when the bench args give --threads."""
+    import torch
+
+    parser = argparse.ArgumentParser(add_help=False)
+    add_bench_options(parser)
+    bench = parser.parse_args(bench_args)
+    on_cpu = bench.device == "cpu" or (bench.device == "auto" and not torch.cuda.is_available())
+    if not on_cpu or bench.threads is not None:
+        return []
+    return ["--threads", str(max(1, torch.get_num_threads() // processes))]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m auxcli.perf", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         bench_args = [a for a in args.bench_args if a != "--"]
         base = None
         for k in args.processes:
-            result = measure_sharing(k, bench_args)
+            result = measure_sharing(k, bench_args + cpu_share(bench_args, k))
             base = base or result.images_per_second / k
             hours = args.runs * args.images_per_run / result.images_per_second / 3600
             print(f"  {k} process(es): {result.images_per_second:10,.0f} images/s in total "
