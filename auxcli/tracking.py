@@ -408,9 +408,12 @@ class RunTracker:
         self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
 
     def log_model(self, name: str, files: list[Path], metrics: dict[str, float], step: int,
-                  params: dict[str, Any] | None = None) -> str:
+                  params: dict[str, Any] | None = None, classifier: Any = None) -> str:
         """The final weights as an MLflow 3 logged model (source run: this run), with `files` as its
-        artifacts and `metrics` linked to it; returns the model id (`models:/<id>`)."""
+        artifacts and `metrics` linked to it; returns the model id (`models:/<id>`). With `classifier`
+        (`auxcli.models.export.ImageClassifier`) the model is also MLflow's `pytorch` flavour:
+        `mlflow.pytorch.load_model("models:/<id>")` and `mlflow.pyfunc` give images -> logits."""
+        import tempfile
         import time
 
         from mlflow.entities import LoggedModelOutput, Metric
@@ -420,7 +423,9 @@ class RunTracker:
                                                 params={k: str(v)[:6000] for k, v in (params or {}).items()},
                                                 model_type="auxcli")
         try:
-            self._log_model_files(model.model_id, files)
+            with tempfile.TemporaryDirectory() as tmp:
+                flavour = _save_pytorch_flavour(classifier, Path(tmp, "pytorch")) if classifier is not None else None
+                self._log_model_files(model.model_id, files + ([flavour] if flavour else []))
             now = int(time.time() * 1000)
             self.client.log_batch(self.run_id, metrics=[
                 Metric(k, float(v), now, step, model_id=model.model_id) for k, v in metrics.items()])
@@ -554,3 +559,26 @@ def where_message(tracker: RunTracker, label: str, folder: Path, run_id: str) ->
         command = "auxcli ui" + ("" if uri == resolve_tracking_uri(None) else f" --tracking-uri {uri}")
         lines.append(f"  open: {command}   then {ui_url('http://127.0.0.1:5000', tracker.experiment_id, run_id)}")
     return "\n".join(lines)
+
+
+def _save_pytorch_flavour(classifier: Any, folder: Path) -> Path | None:
+    """`classifier` saved by `mlflow.pytorch.save_model` in its torch.export ("pt2") format, with a
+    two-image example of its input (float32 in [0, 1]); None, and a warning, if torch.export cannot trace
+    it: the weights and spec are logged all the same."""
+    import logging
+    from importlib import metadata
+
+    import mlflow.pytorch
+    import numpy as np
+
+    channels = int(classifier.mean.shape[1])
+    size = classifier.image_size
+    example = np.random.default_rng(0).random((2, channels, size, size), dtype=np.float32)
+    try:
+        mlflow.pytorch.save_model(classifier, str(folder), serialization_format="pt2", input_example=example,
+                                  pip_requirements=[f"torch=={metadata.version('torch')}"])
+    except Exception as exc:  # an export limitation must not cost the record of a finished run
+        logging.getLogger(__name__).warning("the logged model has no pytorch flavour (torch.export failed: %s: %s)",
+                                            type(exc).__name__, (str(exc).splitlines() or [""])[0])
+        return None
+    return folder

@@ -242,7 +242,7 @@ class RunRecorder:
             return
         folder = self.folder
         self.model_id = self.tracker.log_model(self.spec.name, [folder.final, folder.spec], summary,
-                                               step=self.spec.train.epochs)
+                                               step=self.spec.train.epochs, classifier=_classifier(folder.final))
 
     def close(self, status: str) -> None:
         """End the MLflow run (and, for the spec's parent, aggregate or mark why not); after FINISHED,
@@ -316,4 +316,18 @@ def _data_identity(spec: Spec) -> DataIdentity | None:
         return data_identity(spec.data)
     except (OSError, KeyError, ValueError, DataError) as exc:
         logging.getLogger(__name__).warning("no dataset input recorded: %s", exc)
+        return None
+
+
+def _classifier(final: Path) -> Any:
+    """`final.pt` as an `ImageClassifier` for the logged model's pytorch flavour, or None (nothing to
+    export, or a rebuild that fails: the record goes on without the flavour, with a warning)."""
+    from auxcli.models.export import image_classifier
+    from auxcli.train.checkpoint import load_checkpoint
+
+    try:
+        return image_classifier(load_checkpoint(final, FINAL_FORMAT))
+    except Exception as exc:
+        logging.getLogger(__name__).warning("the logged model has no pytorch flavour (%s: %s)",
+                                            type(exc).__name__, exc)
         return None

@@ -187,6 +187,7 @@ class _Training:
     progress: Progress
     set_train_mode: Callable[[Network], Any]
     transfer_tags: dict[str, str]
+    normalize: dict[str, torch.Tensor]  # the training set's per-channel mean and std (0..1 units, on the CPU)
 
 
 def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
@@ -204,6 +205,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
     with ranks.agree():
         tasks = build_tasks(spec, label_set_sizes(data))
         mean, std = channel_stats(data.train.images)
+        normalize = {"mean": mean.float(), "std": std.float()}
         model = build_network(spec, tasks)
         setup = apply_transfer(spec, seed, model, source)
         model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else
@@ -231,7 +233,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
         augment=build_train_augment(spec.augment, mean, std), clean=clean, runtime=runtime,
         progress=make_progress(run_label(spec, seed)),
         set_train_mode=setup.set_train_mode if setup else Network.train,
-        transfer_tags=setup.tags if setup else {})
+        transfer_tags=setup.tags if setup else {}, normalize=normalize)
 
 
 def build_network(spec: Spec, tasks: list[Task]) -> Network:
@@ -337,8 +339,8 @@ def train(t: _Training, recorder: Recorder, start: Start, stop_after_epoch: int 
 
 def finish(t: _Training, recorder: Recorder, history: list[dict[str, float]],
            provenance: Provenance | None = None) -> dict[str, float]:
-    """The summary metrics, the weights transfers load (`final.pt`: extractor and heads, on the CPU) and
-    the reproducibility record (`repro/`: environment, code, data, provenance)."""
+    """The summary metrics, the weights transfers load (`final.pt`: extractor, heads and the input
+    normalisation, on the CPU) and the reproducibility record (`repro/`: environment, code, data, provenance)."""
     summary = summary_metrics(history)
     model = t.model
     record = t.ranks.from_main(lambda: run_record(
@@ -349,7 +351,8 @@ def finish(t: _Training, recorder: Recorder, history: list[dict[str, float]],
             "spec": t.spec.to_plain(), "seed": t.seed,
             "backbone": {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()},
             "heads": {name: {k: v.detach().cpu() for k, v in head.state_dict().items()}
-                      for name, head in model.heads.items()}}, record)
+                      for name, head in model.heads.items()},
+            "normalize": t.normalize}, record)
     return summary
 
 
