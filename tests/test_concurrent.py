@@ -58,7 +58,8 @@ def test_cpu_runs_share_the_cores(tiny_spec, device, threads, cuda, expected):
     from auxcli.specfile import load_spec
 
     path = tiny_spec("share")
-    path.write_text(path.read_text().replace("runtime: {threads: 1}", f"runtime: {{device: {device}, threads: {threads or 'null'}}}"))
+    runtime = f"runtime: {{device: {device}, threads: {threads or 'null'}}}"
+    path.write_text(path.read_text().replace("runtime: {threads: 1}", runtime))
     spec = load_spec(path, [])
     assert cpu_threads_each(spec, processes=2, cores=8, cuda_available=cuda) == expected
     if expected:

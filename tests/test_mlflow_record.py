@@ -163,30 +163,6 @@ def test_logged_model_is_a_pytorch_flavour_that_reproduces_the_test_accuracy(sto
     assert correct == pytest.approx(run.data.metrics["final_test_acc"] * len(test.fine), abs=1)
 
 
-def test_only_a_plain_main_classifier_with_its_normalisation_is_exported():
-    import torch
-
-    from auxcli.models.export import image_classifier
-    from auxcli.models.registry import create_classifier
-    from auxcli.spec import ModelSpec
-
-    network = create_classifier(ModelSpec(backbone="resnet", depth=8, base_width=4), 10)
-    final = {"spec": {"name": "x", "model": {"backbone": "resnet", "depth": 8, "base_width": 4},
-                      "data": {"image_size": 32}, "task": {"joint": None}},
-             "seed": 0, "backbone": network.backbone.state_dict(),
-             "heads": {"main": network.heads["main"].state_dict()},
-             "normalize": {"mean": torch.tensor([0.5, 0.4, 0.3]), "std": torch.tensor([0.2, 0.2, 0.2])}}
-    classifier = image_classifier(final)
-    images = torch.rand(3, 3, 32, 32)
-    with torch.no_grad():
-        expected = network.eval()(((images - final["normalize"]["mean"].view(1, 3, 1, 1))
-                                   / final["normalize"]["std"].view(1, 3, 1, 1)))["main"]
-        assert torch.allclose(classifier(images), expected, atol=1e-5)
-    assert image_classifier({**final, "heads": {"rotation": final["heads"]["main"]}}) is None  # labels: none
-    assert image_classifier({**final, "spec": {**final["spec"], "task": {"joint": "sla"}}}) is None
-    assert image_classifier({k: v for k, v in final.items() if k != "normalize"}) is None  # an older final.pt
-
-
 def test_one_parent_per_spec_holds_the_mean_and_sample_std_of_its_seeds(store):
     _, client, _ = store
     (parent,) = runs(client, **{"auxcli.parent": "true", "auxcli.spec_name": "tiny"})

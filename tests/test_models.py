@@ -284,3 +284,43 @@ def test_cli_models_takes_a_widen_factor():
     assert "36,536,884" in result.output
     result = CliRunner().invoke(app, ["models", "--backbone", "wrn", "--depth", "26", "--widen-factor", "2"])
     assert result.exit_code == 2 and "6n+4" in result.stderr
+
+
+MEAN, STD = torch.tensor([0.5, 0.45, 0.4]), torch.tensor([0.25, 0.25, 0.3])
+
+
+def final_state(name: str, kw: dict, network: Network, **spec: object) -> dict:
+    """What `final.pt` holds for `network` (`auxcli.train.runner.finish`), spec sections overridable."""
+    return {"spec": {"name": "x", "model": small_spec(name, kw).model_dump(mode="json"),
+                     "data": {"image_size": 32}, "task": {"joint": None}, **spec},
+            "seed": 0, "backbone": network.backbone.state_dict(),
+            "heads": {head: module.state_dict() for head, module in network.heads.items()},
+            "normalize": {"mean": MEAN, "std": STD}}
+
+
+@pytest.mark.parametrize(("name", "kw"), CASES)
+def test_final_weights_export_as_an_image_classifier(name, kw):
+    """What the logged model's pytorch flavour holds (`auxcli.models.export`): every backbone rebuilds from
+    `final.pt`'s content and goes through torch.export, any batch size, with the network's main logits."""
+    from auxcli.models.export import image_classifier
+
+    torch.manual_seed(0)
+    network = create_classifier(small_spec(name, kw), num_classes=5).eval()
+    batch = torch.export.Dim("batch")
+    exported = torch.export.export(image_classifier(final_state(name, kw, network)), (torch.rand(2, 3, 32, 32),),
+                                   dynamic_shapes={"images": {0: batch}}).module()
+    images = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = network((images - MEAN.view(1, 3, 1, 1)) / STD.view(1, 3, 1, 1))["main"]
+        torch.testing.assert_close(exported(images), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_only_a_plain_main_classifier_with_its_normalisation_is_exported():
+    from auxcli.models.export import image_classifier
+
+    network = create_classifier(small_spec("resnet", {"depth": 8}), num_classes=5)
+    final = final_state("resnet", {"depth": 8}, network)
+    assert image_classifier(final) is not None
+    assert image_classifier({**final, "heads": {"rotation": final["heads"]["main"]}}) is None  # labels: none
+    assert image_classifier(final_state("resnet", {"depth": 8}, network, task={"joint": "sla"})) is None
+    assert image_classifier({k: v for k, v in final.items() if k != "normalize"}) is None  # an older final.pt
