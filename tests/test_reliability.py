@@ -207,6 +207,9 @@ def test_repair_into_a_new_run_when_the_store_lost_it(workdir):
     client, _ = runs(workdir)
     assert client.get_run(run_id).data.tags["auxcli.repaired_from"]
     assert run_id in (workdir / "runs/k/seed-0/metrics.json").read_text()
+    # the logged model, pytorch flavour included, is rebuilt from final.pt: nothing of the lost store is needed
+    (output,) = client.get_run(run_id).outputs.model_outputs
+    assert "MLmodel" in {a.path for a in client.list_logged_model_artifacts(output.model_id)}
 
 
 def test_stale_temporary_files_are_removed(workdir):
