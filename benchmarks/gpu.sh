@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Every GPU figure of issue 13 in one run (about 6-8 minutes on one H100): auxcli vs the hand-written
-# loop for ResNet-110 and PyramidNet-110 (alpha 270), eager and compiled (reduce-overhead vs max-autotune),
-# channels_last on/off, achieved FLOP/s vs the card's bf16 peak, the fp32-vs-bf16 accuracy parity check,
-# K = 1, 2, 4 concurrent runs on the card with the Table 5 wall time, and the whole suite's estimate.
+# Every GPU figure of issue 13 in one run, within a time budget (BUDGET seconds, default 450: the device
+# tool allows 10 minutes a command and 15 a task). The figures come in order of importance, so a budget
+# spent early costs the least important ones, each said as skipped:
+#   1. auxcli vs the hand-written loop, eager: ResNet-110 and PyramidNet-110 (alpha 270), with achieved
+#      FLOP/s vs the card's bf16 peak; ResNet-110 with channels_last off;
+#   2. the fp32-vs-bf16 accuracy parity check (ResNet-20);
+#   3. K = 1, 2, 4 concurrent runs on the card, with the Table 5 wall time;
+#   4. compiled: ResNet-110 reduce-overhead, PyramidNet-110 reduce-overhead, ResNet-110 max-autotune
+#      (compilation takes minutes; each gets what is left of the budget, at most STEP_TIMEOUT);
+#   5. the whole specs/paper suite's estimate from the best rate per backbone.
 #
 # Installs nothing. The figures come from `python -m auxcli.perf`, which imports only torch, torchvision,
 # numpy and PIL (a GPU machine may lack pydantic, MLflow and DVC; tests/test_perf.py checks this path runs
-# with them blocked). `auxcli plan specs/paper --estimate` runs too when auxcli's dependencies are
-# importable; otherwise (or if it fails) the suite estimate is computed here from the measured rates.
+# with them blocked, and it was run in a venv holding only torch and torchvision).
 #
 #   bash benchmarks/gpu.sh 2>&1 | tee gpu-figures.txt
 #   DEVICE=cpu SIZES=small SKIP_COMPILE=1 bash benchmarks/gpu.sh   # a smoke test of the script itself
@@ -16,7 +21,8 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PERF="python -m auxcli.perf"
 OUT="${OUT:-$(mktemp -d)}"
-STEP_TIMEOUT="${STEP_TIMEOUT:-240}"  # seconds per measurement: a stuck compile costs one figure, not the run
+DEADLINE=$(( $(date +%s) + ${BUDGET:-450} ))
+STEP_TIMEOUT="${STEP_TIMEOUT:-240}"  # seconds per measurement at most: a stuck compile costs one figure
 DEVICE="${DEVICE:-cuda}"
 if [ "${SIZES:-full}" = small ]; then
   RESNET="--backbone resnet --depth 8 --base-width 4"; PYRAMIDNET="--backbone pyramidnet --depth 8 --alpha 8"
@@ -26,16 +32,29 @@ else
   RSTEPS=40; PSTEPS=20; PARITY="--epochs 15"; PROCESSES="1 2 4"
 fi
 
+# limit WANT: the seconds a step may take, WANT at most, keeping 5 s for the final estimate; fails
+# (the step is skipped) when fewer than 15 seconds are left.
+limit() {
+  local left=$(( DEADLINE - $(date +%s) - 5 ))
+  if [ "$left" -lt 15 ]; then return 1; fi
+  echo $(( $1 < left ? $1 : left ))
+}
 section() { printf '\n== %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
 bench() {  # bench NAME ARGS...: text to the terminal, JSON kept for the summary
-  local name=$1; shift
+  local name=$1 seconds; shift
   rm -f "$OUT/$name.json"
   if [ -n "${SKIP_COMPILE:-}" ] && [[ " $* " == *" --compile "* ]]; then return; fi
   section "$name"
-  timeout "$STEP_TIMEOUT" $PERF bench --device "$DEVICE" --format json "$@" > "$OUT/$name.json" \
+  seconds=$(limit "$STEP_TIMEOUT") || { echo "  skipped: the ${BUDGET:-450}s budget is spent"; return; }
+  timeout "$seconds" $PERF bench --device "$DEVICE" --format json "$@" > "$OUT/$name.json" \
     && python -c "import json,sys; from auxcli.perf.measure import BenchResult, format_text; \
 print(format_text(BenchResult(**json.load(open(sys.argv[1])))))" "$OUT/$name.json" \
-    || { echo "  FAILED or timed out after ${STEP_TIMEOUT}s"; rm -f "$OUT/$name.json"; }
+    || { echo "  FAILED or timed out after ${seconds}s"; rm -f "$OUT/$name.json"; }
+}
+timed() {  # timed WANT COMMAND...: COMMAND within the budget, WANT seconds at most
+  local seconds; seconds=$(limit "$1") || { echo "  skipped: the ${BUDGET:-450}s budget is spent"; return; }
+  shift
+  timeout "$seconds" "$@" || echo "  FAILED or timed out after ${seconds}s"
 }
 
 section "machine"
@@ -43,25 +62,30 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python -c "import torch, torchvision; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'torchvision', torchvision.__version__, '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')"
 
-# ResNet-110 (Tables 4, 5): target >= 25,000 images/s end to end, >= 3x the reference loop.
+# 1. ResNet-110 (Tables 4, 5): target >= 25,000 images/s end to end, >= 3x the reference loop;
+#    PyramidNet-110 alpha 270 (Tables 1-3): target >= 8,000 images/s end to end, >= 3x the reference loop.
 bench resnet110-eager $RESNET --steps $RSTEPS
-bench resnet110-eager-contiguous $RESNET --steps $RSTEPS --channels-last off --no-reference
-bench resnet110-reduce-overhead $RESNET --steps $RSTEPS --compile --compile-mode reduce-overhead --no-reference
-bench resnet110-max-autotune $RESNET --steps $RSTEPS --compile --compile-mode max-autotune --no-reference
-# PyramidNet-110 alpha 270 (Tables 1-3): target >= 8,000 images/s end to end, >= 3x the reference loop.
 bench pyramidnet110-eager $PYRAMIDNET --steps $PSTEPS
-bench pyramidnet110-reduce-overhead $PYRAMIDNET --steps $PSTEPS --compile --compile-mode reduce-overhead --no-reference
+bench resnet110-eager-contiguous $RESNET --steps $RSTEPS --channels-last off --no-reference
 
+# 2. Does bf16 autocast (the CUDA default) change results?
 section "precision parity: ResNet (20 unless SIZES=small), fp32 vs bf16 autocast, same seeds and data"
-timeout 300 $PERF parity --device "$DEVICE" $PARITY || echo "  FAILED or timed out"
+timed 240 $PERF parity --device "$DEVICE" $PARITY
 
+# 3. `--concurrent K`: which K to make the default.
 section "concurrent runs on one card: ResNet-110, eager, auto precision (Table 5 = 24 runs)"
-timeout 300 $PERF sharing --processes $PROCESSES --runs 24 -- $RESNET --steps $RSTEPS --device "$DEVICE" \
-  || echo "  FAILED or timed out"
+timed 180 $PERF sharing --processes $PROCESSES --runs 24 -- $RESNET --steps $RSTEPS --device "$DEVICE"
 
+# 4. Compiled (CUDA graphs): which mode `compile_mode: auto` should be.
+bench resnet110-reduce-overhead $RESNET --steps $RSTEPS --compile --compile-mode reduce-overhead --no-reference
+bench pyramidnet110-reduce-overhead $PYRAMIDNET --steps $PSTEPS --compile --compile-mode reduce-overhead --no-reference
+bench resnet110-max-autotune $RESNET --steps $RSTEPS --compile --compile-mode max-autotune --no-reference
+
+# 5. The study's wall time on this card.
 section "whole specs/paper suite on this card, one run at a time"
 if [ "$DEVICE" = cuda ] && python -c "import pydantic, ruamel.yaml, tabulate, typer, mlflow" 2>/dev/null \
-  && timeout 300 python -m auxcli plan specs/paper --estimate --cache "$OUT/rates.json" > "$OUT/plan.txt"; then
+  && seconds=$(limit 300) && [ "$seconds" -ge 60 ] \
+  && timeout "$seconds" python -m auxcli plan specs/paper --estimate --cache "$OUT/rates.json" > "$OUT/plan.txt"; then
   sed -n '/^Table 1/,$p' "$OUT/plan.txt"
 else
   # 6 PyramidNet trainings (Tables 1, 3), 3 PyramidNet linear probes (Table 2, forward cost), 27 ResNet-110
