@@ -205,7 +205,7 @@ def run(
         "--dry-run", help="Say what would run, where it would write and why (todo, done, stale, partial); "
         "train nothing.")] = False,
     concurrent: Annotated[int, typer.Option(
-        min=1, help="Train up to K runs (seeds or specs) at once on the device, one process each.")] = 1,
+        min=1, help="Train up to K runs (seeds, specs or sweep points) at once on the device, one process each.")] = 1,
     nproc: Annotated[int | None, typer.Option(min=1, help=(
         "Train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU, one GPU "
         "per process on CUDA). Same as: torchrun --standalone --nproc-per-node N -m auxcli run ..."))] = None,
@@ -238,15 +238,10 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
     if concurrent > 1:  # each process captures its own provenance, as `auxcli run FILE --seed S` would
         if nproc is not None:
             raise typer.BadParameter("--concurrent runs one process per run; it cannot be combined with --nproc")
-        from auxcli.sweep import parse_grid
-
-        if parse_grid(overrides).axes:  # each child would expand the whole grid again
-            raise typer.BadParameter("--concurrent does not take a --set sweep (key=a,b) yet; run the sweep "
-                                     "without --concurrent, or one value per command")
         from auxcli.concurrent import jobs_for, run_concurrently
 
-        child = [*(["--params", str(params)] if params else []), *[o for item in set_ or [] for o in ("--set", item)],
-                 *(["--resume"] if resume else []), *(["--force"] if force else [])]
+        # each child gets its run's overrides (--params' and a sweep point's included) as --set
+        child = [*(["--resume"] if resume else []), *(["--force"] if force else [])]
         raise typer.Exit(run_concurrently(jobs_for(files, overrides, seed), concurrent=concurrent, child_options=child))
     if nproc is not None:  # check the specs here, then start the same command under torchrun
         from auxcli.train.launch import launch, run_arguments

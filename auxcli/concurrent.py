@@ -31,6 +31,7 @@ class Job:
     file: Path
     spec: Spec
     seed: int
+    overrides: list[str] = field(default_factory=list)  # all that makes the spec from the file (a sweep point's too)
     threads: int | None = None  # OMP_NUM_THREADS for its process; None: inherited
     process: subprocess.Popen | None = None
     exit_code: int | None = None
@@ -42,14 +43,16 @@ class Job:
 
 
 def jobs_for(files: Sequence[Path], overrides: Sequence[str], seed: int | None) -> list[Job]:
-    """One job per (spec, seed) of the spec files, in plan order (transfers after their sources)."""
+    """One job per (spec, seed) of the spec files, each point of a `--set key=a,b` sweep a spec of its own,
+    in plan order (transfers after their sources)."""
     from auxcli.plan import plan_order
-    from auxcli.specfile import load_spec
+    from auxcli.sweep import load_grid
 
-    pairs = [(file, load_spec(file, overrides)) for file in files]
-    file_of = {spec.name: file for file, spec in pairs}
-    ordered = plan_order([spec for _, spec in pairs], sources=[str(file) for file, _ in pairs])
-    return [Job(file_of[spec.name], spec, s) for spec in ordered for s in ([seed] if seed is not None else spec.seeds)]
+    _, loaded = load_grid(files, overrides)
+    item_of = {item.spec.name: item for item in loaded}
+    ordered = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
+    return [Job(item_of[spec.name].file, spec, s, overrides=item_of[spec.name].overrides)
+            for spec in ordered for s in ([seed] if seed is not None else spec.seeds)]
 
 
 def prepare_shared(specs: Sequence[Spec]) -> None:
@@ -74,7 +77,8 @@ def cpu_threads_each(spec: Spec, *, processes: int, cores: int, cuda_available: 
 
 
 def run_concurrently(jobs: list[Job], *, concurrent: int, child_options: list[str]) -> int:
-    """Run `jobs` (in plan order), at most `concurrent` at a time; the first failing exit code, else 0."""
+    """Run `jobs` (in plan order), at most `concurrent` at a time, each as `auxcli run FILE --seed S` with
+    its overrides and `child_options` (--resume, --force); the first failing exit code, else 0."""
     import torch
 
     prepare_shared([job.spec for job in jobs])
@@ -147,7 +151,8 @@ def _stop(running: list[Job], signum: int, grace_seconds: float = 10.0) -> None:
 
 
 def _start(job: Job, child_options: list[str], lock: threading.Lock) -> None:
-    command = [sys.executable, "-m", "auxcli", "run", str(job.file), "--seed", str(job.seed), *child_options]
+    command = [sys.executable, "-m", "auxcli", "run", str(job.file), "--seed", str(job.seed),
+               *[arg for override in job.overrides for arg in ("--set", override)], *child_options]
     env = {**os.environ, **({"OMP_NUM_THREADS": str(job.threads)} if job.threads else {})}
     job.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                    env=env)

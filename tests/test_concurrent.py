@@ -76,6 +76,34 @@ def test_concurrent_jobs_put_transfers_after_their_sources(workdir, tiny_spec):
     assert [j.seed for j in jobs_for([base], [], 1)] == [1]
 
 
+def test_concurrent_jobs_of_a_sweep_carry_each_points_overrides(workdir, tiny_spec):
+    probe = tiny_spec("probe", "transfer: {from: base, mode: linear}\n")
+    base = tiny_spec("base")
+    jobs = jobs_for([probe, base], ["train.epochs=3", "train.lr=0.1,0.05"], None)
+    assert [job.spec.name for job in jobs] == ["base-lr0.1", "probe-lr0.1", "base-lr0.05", "probe-lr0.05"]
+    by_name = {job.spec.name: job for job in jobs}
+    # a child re-makes exactly its point from the file: fixed overrides, the point's value, its name and source
+    assert by_name["base-lr0.05"].overrides == ["train.epochs=3", "train.lr=0.05", "name=base-lr0.05"]
+    assert by_name["probe-lr0.05"].overrides[-1] == "transfer.from=base-lr0.05"
+    assert by_name["probe-lr0.05"].spec.transfer.from_ == "base-lr0.05"
+
+
+@pytest.mark.slow
+@SUBPROCESS_RERUNS
+def test_concurrent_sweep_with_a_params_file_runs_each_point_in_its_own_process(workdir, tiny_spec):
+    spec = tiny_spec("sw")
+    (workdir / "params.yaml").write_text("train:\n  epochs: 1\n  milestones: []\n")
+    result = CliRunner().invoke(app, ["run", str(spec), "--params", "params.yaml", "--set", "train.lr=0.1,0.05",
+                                      "--concurrent", "2"])
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("auxcli").experiment_id],
+                              filter_string="tags.`auxcli.seed` = '0'")
+    got = {r.info.run_name: (r.info.status, r.data.params["train.lr"], r.data.params["train.epochs"]) for r in runs}
+    assert got == {"sw-lr0.1-s0": ("FINISHED", "0.1", "1"), "sw-lr0.05-s0": ("FINISHED", "0.05", "1")}
+    assert re.search(r"^\[sw-lr0\.05-s0\] sw-lr0\.05-s0 epoch 1/1 ", result.output, re.MULTILINE)
+
+
 @pytest.mark.slow
 @SUBPROCESS_RERUNS
 def test_sigterm_to_the_parent_stops_every_run_as_killed(workdir, tiny_spec):
