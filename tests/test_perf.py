@@ -243,3 +243,19 @@ def test_perf_sharing_sums_the_rates_of_concurrent_processes():
     rates = [float(g.replace(",", "")) for g in each.groups()]
     assert abs(total - sum(rates)) <= 2 and all(r > 0 for r in rates)
     assert re.search(r"24 runs of 15,000,000 images: [\d.]+ h$", lines[1])
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["bench", "--depth", "7", "--device", "cpu"], "ResNet depth must be 6n+2"),
+    (["bench", "--steps", "0"], "argument --steps: 0 is below 1"),
+    (["bench", "--workers", "x"], "argument --workers: 'x' is not a whole number"),
+    (["parity", "--device", "cuda:7"], "runtime.device: 'cuda:7' was asked for"),
+    (["sharing", "--processes", "0"], "argument --processes: 0 is below 1"),
+])
+def test_perf_bad_input_is_one_line_and_exit_code_2(capsys, argv, says):
+    from auxcli.perf.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and says in err and "Traceback" not in err

@@ -11,24 +11,41 @@ import argparse
 import json
 import sys
 
+from auxcli.errors import AuxcliError
 from auxcli.perf.measure import ModelChoice, Recipe, RuntimeChoice, format_text, run_bench
+
+
+def whole_number(minimum: int):
+    """An argparse type: an int >= `minimum`, else argparse's usage error (exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = whole_number(1), whole_number(0)
 
 
 def add_bench_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="resnet", choices=["resnet", "pyramidnet", "linear"])
-    parser.add_argument("--depth", type=int, default=None, help="6n+2 (default 20; none for linear)")
+    parser.add_argument("--depth", type=POSITIVE, default=None, help="6n+2 (default 20; none for linear)")
     parser.add_argument("--alpha", type=float, default=None, help="PyramidNet widening factor (default 270)")
-    parser.add_argument("--base-width", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=20, help="batches per timed pass")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes (the median is reported)")
+    parser.add_argument("--base-width", type=POSITIVE, default=16)
+    parser.add_argument("--batch-size", type=POSITIVE, default=128)
+    parser.add_argument("--steps", type=POSITIVE, default=20, help="batches per timed pass")
+    parser.add_argument("--repeats", type=POSITIVE, default=3, help="timed passes (the median is reported)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"])
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile-mode", default="auto")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=None, help="reference DataLoader workers")
+    parser.add_argument("--threads", type=POSITIVE, default=None)
+    parser.add_argument("--workers", type=NON_NEGATIVE, default=None, help="reference DataLoader workers")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference loop")
     parser.add_argument("--format", default="text", choices=["text", "json"])
 
@@ -61,18 +78,28 @@ def main(argv: list[str] | None = None) -> None:
     add_bench_options(commands.add_parser("bench", help="reference loop vs model-only vs end to end"))
     parity = commands.add_parser("parity", help="ResNet-20 fp32 vs bf16 test accuracy")
     parity.add_argument("--device", default="auto")
-    parity.add_argument("--depth", type=int, default=20)
-    parity.add_argument("--epochs", type=int, default=15)
-    parity.add_argument("--train-images", type=int, default=20_000)
-    parity.add_argument("--test-images", type=int, default=5_000)
-    parity.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parity.add_argument("--depth", type=POSITIVE, default=20)
+    parity.add_argument("--epochs", type=POSITIVE, default=15)
+    parity.add_argument("--train-images", type=POSITIVE, default=20_000)
+    parity.add_argument("--test-images", type=POSITIVE, default=5_000)
+    parity.add_argument("--seeds", type=NON_NEGATIVE, nargs="+", default=[0, 1])
     sharing = commands.add_parser("sharing", help="aggregate images/s of K processes on one device")
-    sharing.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
-    sharing.add_argument("--runs", type=int, default=24, help="runs of the suite to time (Table 5: 24)")
+    sharing.add_argument("--processes", type=POSITIVE, nargs="+", default=[1, 2, 4])
+    sharing.add_argument("--runs", type=POSITIVE, default=24, help="runs of the suite to time (Table 5: 24)")
     sharing.add_argument("--images-per-run", type=float, default=300 * 50_000, help="300 epochs of CIFAR")
     sharing.add_argument("bench_args", nargs=argparse.REMAINDER, help="-- then bench options")
     args = parser.parse_args(argv)
+    from auxcli.perf.sharing import SharingFailed
 
+    try:
+        run(args)
+    except (ValueError, AuxcliError) as exc:  # bad input the models or the runtime refuse: one line, exit 2
+        parser.exit(2, f"{parser.prog} {args.command}: {exc}\n")
+    except SharingFailed as exc:
+        parser.exit(exc.exit_code, f"{parser.prog} {args.command}: {exc}\n")
+
+
+def run(args: argparse.Namespace) -> None:
     if args.command == "bench":
         runtime = RuntimeChoice(device=args.device, precision=args.precision, channels_last=args.channels_last,
                                 compile=args.compile, compile_mode=args.compile_mode, threads=args.threads)

@@ -14,6 +14,14 @@ import time
 from dataclasses import dataclass
 
 
+class SharingFailed(RuntimeError):
+    """A bench process failed; `exit_code` is the first failure's (2: bad bench options)."""
+
+    def __init__(self, exit_code: int, message: str):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 @dataclass(frozen=True)
 class SharingResult:
     processes: int
@@ -31,6 +39,7 @@ def measure_sharing(processes: int, bench_args: list[str]) -> SharingResult:
     wall = time.perf_counter() - started
     failed = [child.returncode for child in children if child.returncode]
     if failed:
-        raise RuntimeError(f"{len(failed)} of {processes} bench processes failed (exit codes {failed})")
+        raise SharingFailed(failed[0], f"{len(failed)} of {processes} bench processes failed (exit codes {failed}); "
+                                       "their messages are above")
     rates = [json.loads(out)["end_to_end_images_per_second"] for out in outputs]
     return SharingResult(processes, sum(rates), rates, wall)
