@@ -100,6 +100,15 @@ SetOption = Annotated[
     typer.Option("--set", "-S", help="Override a spec field, e.g. train.lr=0.05 (dvc exp run -S syntax)."),
 ]
 SpecPaths = Annotated[list[Path], typer.Argument(help="Spec files or directories of specs.")]
+ParamsOption = Annotated[Path | None, typer.Option(
+    help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")]
+
+
+def _overrides(params: Path | None, set_: list[str] | None) -> list[str]:
+    """--params' leaves, then --set: the order a run, `show` and `plan` apply them in."""
+    from auxcli.specfile import params_overrides
+
+    return (params_overrides(params) if params else []) + (set_ or [])
 
 
 @app.command()
@@ -138,18 +147,17 @@ def schema(out: Annotated[Path | None, typer.Option(help="Write here instead of 
 def show(
     paths: SpecPaths,
     set_: SetOption = None,
-    params: Annotated[Path | None, typer.Option(
-        help="A YAML mapping of overrides applied before --set (DVC's params.yaml).")] = None,
+    params: ParamsOption = None,
 ) -> None:
     """Print each spec as resolved (bases merged, overrides and defaults applied): what a run records.
 
     Like LightningCLI's --print_config or Hydra's --cfg job; several specs or sweep points are separate \
 YAML documents.
     """
-    from auxcli.specfile import dump_spec, params_overrides
+    from auxcli.specfile import dump_spec
     from auxcli.sweep import load_grid
 
-    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    overrides = _overrides(params, set_)
     _, loaded = load_grid(_spec_files(paths), overrides)
     typer.echo("---\n".join(f"# {item.file}\n{dump_spec(item.spec)}" for item in loaded), nl=False)
 
@@ -199,8 +207,7 @@ def run(
                                              help="Run only this seed (default: the spec's seeds).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from last.pt (also automatic when it exists).")] = False,
     force: Annotated[bool, typer.Option(help="Retrain runs that already finished.")] = False,
-    params: Annotated[Path | None, typer.Option(
-        help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    params: ParamsOption = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Say what would run, where it would write and why (todo, done, stale, partial); "
         "train nothing.")] = False,
@@ -217,14 +224,13 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
     """
     from auxcli.bundle.record import Provenance
     from auxcli.plan import plan_order
-    from auxcli.specfile import params_overrides
     from auxcli.sweep import load_grid
     from auxcli.tracking import check_tracking_uri, resolve_tracking_uri
     from auxcli.train.distributed import process_group
     from auxcli.train.runtime import check_devices
 
     files = _spec_files(paths)
-    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    overrides = _overrides(params, set_)
     if dry_run:
         from auxcli.dryrun import dry_run as plan_seeds, format_dry_run
 
@@ -324,8 +330,7 @@ def data_verify(
 def data_prepare(
     paths: SpecPaths,
     set_: SetOption = None,
-    params: Annotated[Path | None, typer.Option(
-        help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    params: ParamsOption = None,
     suite: Annotated[str | None, typer.Option(
         help="Fail unless the params file's `suite` is this one (dvc.yaml passes the suite it was made for).")]
     = None,
@@ -337,11 +342,11 @@ def data_prepare(
     from auxcli.data.prepare import format_prepared, prepare_data
     from auxcli.pipeline import check_suite
     from auxcli.project import workspace_root
-    from auxcli.specfile import load_spec, params_overrides
+    from auxcli.specfile import load_spec
 
     if suite is not None and params is not None:
         check_suite(params, suite)
-    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    overrides = _overrides(params, set_)
     specs = [load_spec(f, overrides) for f in _spec_files(paths)]
     typer.echo(format_prepared(prepare_data([s.data for s in specs]), workspace_root()))
 
@@ -519,15 +524,14 @@ def pipeline(
 def results(
     paths: SpecPaths,
     set_: SetOption = None,
-    params: Annotated[Path | None, typer.Option(
-        help="A YAML mapping of overrides applied to every spec before --set (DVC's params.yaml).")] = None,
+    params: ParamsOption = None,
     out: Annotated[Path, typer.Option(help="Folder of the git-tracked results.")] = Path("results"),
 ) -> None:
     """Copy each finished run's final numbers (numeric only) and history under results/, for DVC to compare."""
     from auxcli.results import write_results
-    from auxcli.specfile import load_spec, params_overrides
+    from auxcli.specfile import load_spec
 
-    overrides = (params_overrides(params) if params else []) + (set_ or [])
+    overrides = _overrides(params, set_)
     written = [p for f in _spec_files(paths) for p in write_results(load_spec(f, overrides), out)]
     typer.echo(f"wrote {len(written)} files under {out}/")
 
