@@ -67,13 +67,11 @@ def prepare_shared(specs: Sequence[Spec]) -> None:
 
 
 def cpu_threads_each(spec: Spec, *, processes: int, cores: int, cuda_available: bool) -> int | None:
-    """The CPU threads one of `processes` concurrent runs of `spec` gets: a share of `cores` when it trains
-    on the CPU and leaves `runtime.threads` to torch; None (torch's default, or the spec's) otherwise."""
-    device = spec.runtime.device
-    on_cpu = device == "cpu" or (device == "auto" and not cuda_available)
-    if not on_cpu or spec.runtime.threads is not None:
-        return None
-    return max(1, cores // processes)
+    """The CPU threads one of `processes` concurrent runs of `spec` gets (`threads_per_process`)."""
+    from auxcli.train.runtime import threads_per_process
+
+    return threads_per_process(spec.runtime.device, spec.runtime.threads, processes=processes, cores=cores,
+                               cuda_available=cuda_available)
 
 
 def run_concurrently(jobs: list[Job], *, concurrent: int, child_options: list[str]) -> int:

@@ -59,17 +59,18 @@ def model_choice(args: argparse.Namespace) -> ModelChoice:
 
 
 def cpu_share(bench_args: list[str], processes: int) -> list[str]:
-    """`--threads` for one of `processes` CPU benches, as `auxcli run --concurrent` shares the cores out
-    (`auxcli.concurrent.cpu_threads_each`); nothing on a GPU or when the bench args give --threads."""
+    """`--threads` for one of `processes` bench processes, as `auxcli run --concurrent` shares the cores out
+    (`auxcli.train.runtime.threads_per_process`); nothing on a GPU or when the bench args give --threads."""
     import torch
+
+    from auxcli.train.runtime import threads_per_process
 
     parser = argparse.ArgumentParser(add_help=False)
     add_bench_options(parser)
     bench = parser.parse_args(bench_args)
-    on_cpu = bench.device == "cpu" or (bench.device == "auto" and not torch.cuda.is_available())
-    if not on_cpu or bench.threads is not None:
-        return []
-    return ["--threads", str(max(1, torch.get_num_threads() // processes))]
+    threads = threads_per_process(bench.device, bench.threads, processes=processes, cores=torch.get_num_threads(),
+                                  cuda_available=torch.cuda.is_available())
+    return ["--threads", str(threads)] if threads else []
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -110,6 +110,17 @@ def compile_mode_auto(device_type: str) -> str:
     return "reduce-overhead" if device_type == "cuda" else "default"
 
 
+def threads_per_process(device: str, threads: int | None, *, processes: int, cores: int,
+                        cuda_available: bool) -> int | None:
+    """CPU threads for one of `processes` runs at once on this machine (`run --concurrent`, `perf sharing`):
+    an equal share of `cores` for a run on the CPU that leaves `threads` to torch; None (torch's default,
+    or the given `threads`) on a GPU. K CPU runs that each take every core fight over them."""
+    on_cpu = device == "cpu" or (device == "auto" and not cuda_available)
+    if not on_cpu or threads is not None:
+        return None
+    return max(1, cores // processes)
+
+
 def device_problem(device: str) -> str | None:
     """Why `runtime.device` cannot be used on this machine (None when it can): `cuda` without a CUDA
     device, `cuda:N` beyond the devices there, `mps` without Apple's Metal backend."""
