@@ -30,7 +30,7 @@ class SeedPlan:
 def seed_plan(spec: Spec, seed: int, *, force: bool = False) -> SeedPlan:
     folder = RunFolder.of(spec, seed)
     state = run_state(spec, seed)
-    epochs = _epochs_done(folder)
+    epochs = folder.epochs_done()
     retrain = "retrain from epoch 1 (--force)"
     if state == "done":
         action, why = ("skip (--force retrains)", f"finished and recorded ({folder.complete.name} written)")
@@ -68,10 +68,3 @@ def format_dry_run(plans: Sequence[SeedPlan]) -> str:
 
 def _summary(diff: list[str]) -> str:
     return ", ".join(diff[:4]) + (f" and {len(diff) - 4} more" if len(diff) > 4 else "")
-
-
-def _epochs_done(folder: RunFolder) -> int:
-    """Rows of history.csv: the epochs last.pt holds (written together after every epoch)."""
-    if not folder.history.exists():
-        return 0
-    return max(0, len(folder.history.read_text(encoding="utf-8").strip().splitlines()) - 1)

@@ -14,7 +14,6 @@ PyramidNet-110 batch of 128 takes minutes).
 
 from __future__ import annotations
 
-import csv
 import json
 import platform
 import re
@@ -62,15 +61,6 @@ def split_sizes(spec: Spec) -> tuple[int, int]:
     if data.subset is not None:
         per_class = min(per_class, data.subset)
     return per_class * CLASSES[data.dataset], test
-
-
-def epochs_done(spec: Spec, seed: int) -> int:
-    """Epochs of a partial run (rows of its history.csv); 0 when it has none."""
-    history = RunFolder.of(spec, seed).history
-    if not history.exists():
-        return 0
-    with history.open() as f:
-        return sum(1 for _ in csv.DictReader(f))
 
 
 def measurement_key(spec: Spec, batch_size: int) -> str:
@@ -144,7 +134,7 @@ def estimate_runs(specs: Sequence[Spec], *, cache: RateCache, steps: int | None 
         epoch_seconds = train_images / (3 * rate if probe else rate) + test_passes * test_images / (3 * rate)
         for seed in spec.seeds:
             status = run_status(spec, seed)
-            left = 0 if status == "done" else spec.train.epochs - epochs_done(spec, seed)
+            left = 0 if status == "done" else spec.train.epochs - RunFolder.of(spec, seed).epochs_done()
             estimates.append(RunEstimate(spec.name, seed, status, left, rate, left * epoch_seconds))
     return estimates
 

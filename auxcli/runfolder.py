@@ -184,6 +184,13 @@ class RunFolder:
         writer.writerows(history)
         atomic_write_text(self.history, out.getvalue())
 
+    def read_history(self) -> list[dict[str, float]]:
+        """history.csv's rows (the epochs last.pt holds: written together after every epoch); [] without it."""
+        return read_history(self.history.read_text(encoding="utf-8")) if self.history.exists() else []
+
+    def epochs_done(self) -> int:
+        return len(self.read_history())
+
     def write_metrics(self, metrics: dict) -> None:
         atomic_write_text(self.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
@@ -200,3 +207,8 @@ class RunFolder:
         except (FileNotFoundError, ValueError, UnicodeDecodeError):
             return None
         return record if isinstance(record, dict) else None
+
+
+def read_history(text: str) -> list[dict[str, float]]:
+    """The rows of a history.csv text (`RunFolder.write_history`), numbers as floats, empty cells left out."""
+    return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(io.StringIO(text))]

@@ -22,19 +22,14 @@ from typing import Any
 from auxcli.errors import StaleResult
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
+from auxcli.specfile import dump_spec
 
 STATES: tuple[str, ...] = ("done", "incomplete", "stale", "partial", "todo")
 
 
-def resolved_text(spec: Spec) -> str:
-    from auxcli.specfile import dump_spec
-
-    return dump_spec(spec)
-
-
 def spec_sha256(spec: Spec) -> str:
     """sha256 of the resolved spec's YAML text: the identity of a result (tag `auxcli.spec_sha256`)."""
-    return hashlib.sha256(resolved_text(spec).encode()).hexdigest()
+    return hashlib.sha256(dump_spec(spec).encode()).hexdigest()
 
 
 def recorded_text(folder: RunFolder) -> str | None:
@@ -48,7 +43,7 @@ def is_stale(spec: Spec, folder: RunFolder) -> bool:
     """True when the folder holds a run of a different resolved spec (and anything worth keeping)."""
     text = recorded_text(folder)
     has_result = folder.metrics.exists() or folder.last.exists() or folder.complete.exists()
-    return has_result and text is not None and text != resolved_text(spec)
+    return has_result and text is not None and text != dump_spec(spec)
 
 
 def run_state(spec: Spec, seed: int) -> str:

@@ -18,8 +18,6 @@ the same device type, since then the same code, data and hardware give the same 
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +28,7 @@ from auxcli.bundle.archive import VerifiedBundle, extract_bundle, verify_bundle
 from auxcli.bundle.record import RECORD_DIR
 from auxcli.errors import BundleError, DataError
 from auxcli.project import anchored
+from auxcli.runfolder import read_history
 from auxcli.spec import DataSpec
 
 EXPERIMENT_SUFFIX = "-reproduce"
@@ -264,8 +263,8 @@ def current_data(data: DataSpec) -> dict[str, Any]:
 
 def compare_run(label: str, recorded: Path, outcome, epochs: int | None, tolerance: float | None,
                 spec) -> list[Comparison]:
-    then = read_history((recorded / "history.csv").read_text())
-    now = read_history(outcome.folder.history.read_text())
+    then = read_history((recorded / "history.csv").read_text(encoding="utf-8"))
+    now = outcome.folder.read_history()
     if epochs is not None:
         then = then[:epochs]
     if not then:
@@ -306,10 +305,6 @@ def exact_expected(recorded: Path, spec) -> bool:
         return False
     then = json.loads(environment.read_text()).get("runtime", {}).get("device", "")
     return then.split(":")[0] == resolve_runtime(spec.runtime).device.type
-
-
-def read_history(text: str) -> list[dict[str, float]]:
-    return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(io.StringIO(text))]
 
 
 def _uncompared(metric: str) -> bool:

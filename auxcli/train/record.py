@@ -17,8 +17,6 @@ torchrun) takes a recorder that does nothing instead of `if rank == 0` branches.
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import logging
 import socket
 from pathlib import Path
@@ -33,6 +31,7 @@ from auxcli.lineage import command_line, parent_description, run_description, so
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.specfile import dump_spec
+from auxcli.staleness import spec_sha256
 from auxcli.testhooks import pause_point
 from auxcli.tracking import RunTracker, flatten, where_message
 from auxcli.train.checkpoint import FINAL_FORMAT, LAST_FORMAT, save_checkpoint
@@ -40,10 +39,6 @@ from auxcli.train.checkpoint import FINAL_FORMAT, LAST_FORMAT, save_checkpoint
 RUN_FOLDER_TAG = "auxcli.run_folder"  # host:absolute path; finds this folder's orphaned RUNNING runs
 REPAIRED_FROM_TAG = "auxcli.repaired_from"
 _STEP_KEY = "lr"  # a per-epoch metric every run logs: its steps are the epochs MLflow has
-
-
-def spec_sha256(spec: Spec) -> str:
-    return hashlib.sha256(dump_spec(spec).encode()).hexdigest()
 
 
 def run_label(spec: Spec, seed: int) -> str:
@@ -72,6 +67,7 @@ class RunRecorder:
     def __init__(self, spec: Spec, seed: int, folder: RunFolder, params: dict[str, str] | None = None):
         """`params`: recorded beside the flattened spec when the MLflow run starts (the resolved runtime)."""
         self.spec, self.seed, self.folder = spec, seed, folder
+        self.spec_sha256 = spec_sha256(spec)  # the result's identity, in every checkpoint, tag and marker
         self.params = params or {}
         self.tracker: RunTracker | None = None
         self.run_id: str | None = None
@@ -101,7 +97,7 @@ class RunRecorder:
         tags, the description, the dataset input and, for a transfer, the source's model as input."""
         assert self.tracker is not None
         spec, tracker = self.spec, self.tracker
-        git, command, sha = git_state(), command_line(), spec_sha256(spec)
+        git, command, sha = git_state(), command_line(), self.spec_sha256
         standard = source_tags(git, command)
         params = flatten(spec.to_plain())
         self.parent_run_id = tracker.spec_parent(
@@ -126,7 +122,7 @@ class RunRecorder:
         assert self.tracker is not None
         self.folder.write_history(history)
         save_checkpoint(self.folder.last, {"format": LAST_FORMAT, **resume_state, "mlflow_run_id": self.run_id,
-                                           "spec_sha256": spec_sha256(self.spec)})
+                                           "spec_sha256": self.spec_sha256})
         pause_point("after-checkpoint")
         self.tracker.log_metrics(_epoch_metrics(row), step=epoch)
 
@@ -153,7 +149,7 @@ class RunRecorder:
         folder = self.folder
         try:
             metrics = folder.read_metrics()
-            history = _read_history(folder.history)
+            history = folder.read_history()
         except (OSError, ValueError) as exc:
             raise OutputError(f"{folder.root}: training finished but its record cannot be completed "
                               f"({exc}); re-run with --force to train it again.") from None
@@ -186,7 +182,7 @@ class RunRecorder:
             run = self.tracker.client.get_run(run_id)
         except Exception:  # deleted, or another store
             return False
-        if run.data.tags.get("auxcli.spec_sha256") != spec_sha256(self.spec):
+        if run.data.tags.get("auxcli.spec_sha256") != self.spec_sha256:
             return False
         if not self.tracker.resume(run_id):
             return False
@@ -257,7 +253,7 @@ class RunRecorder:
                 self.tracker.client.set_terminated(self.parent_run_id, status=status)
         if status == "FINISHED" and self.folder.metrics.exists():  # not a run stopped early (reproduce)
             pause_point("before-marker")
-            self.folder.write_completion({"mlflow_run_id": self.run_id, "spec_sha256": spec_sha256(self.spec),
+            self.folder.write_completion({"mlflow_run_id": self.run_id, "spec_sha256": self.spec_sha256,
                                           "spec_name": self.spec.name, "seed": self.seed})
         if status == "FINISHED" and self.run_id is not None:
             console.result(where_message(self.tracker, run_label(self.spec, self.seed), self.folder.root,
@@ -301,11 +297,6 @@ class NoRecorder:
 
 def _epoch_metrics(row: dict[str, float]) -> dict[str, float]:
     return {key: value for key, value in row.items() if key != "epoch"}
-
-
-def _read_history(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
 def _data_identity(spec: Spec) -> DataIdentity | None:

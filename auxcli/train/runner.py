@@ -40,7 +40,7 @@ from auxcli.models.batchnorm import use_ghost_batch_norm, use_sync_batch_norm
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone
 from auxcli.spec import Spec, launch_problems
-from auxcli.staleness import is_stale, stale_error
+from auxcli.staleness import is_stale, spec_sha256, stale_error
 from auxcli.tasks import Task, build_tasks
 from auxcli.train.checkpoint import LAST_FORMAT, load_checkpoint, restore_rng_state, rng_state
 from auxcli.train.distributed import Ranks, current
@@ -49,7 +49,7 @@ from auxcli.train.metrics import split_metrics, summary_metrics
 from auxcli.runfolder import RunFolder
 from auxcli.testhooks import pause_point
 from auxcli.train.progress import Progress, make_progress
-from auxcli.train.record import NoRecorder, Recorder, RunRecorder, run_label, spec_sha256
+from auxcli.train.record import NoRecorder, Recorder, RunRecorder, run_label
 from auxcli.train.runtime import Runtime, resolve_runtime, seed_everything
 from auxcli.train.transfer import apply_transfer, resolve_source
 
