@@ -44,7 +44,7 @@ def bench_choices(spec: Spec, device: str | None) -> tuple[ModelChoice, RuntimeC
                             threads=r.threads)
     recipe = Recipe(batch_size=t.batch_size, lr=t.lr, momentum=t.momentum, nesterov=t.nesterov,
                     weight_decay=t.weight_decay, crop=Crop(a.crop.padding) if a.crop else None, flip=a.flip)
-    return ModelChoice(m.backbone, m.depth, m.alpha, m.base_width), runtime, recipe
+    return ModelChoice(m.backbone, m.depth, m.alpha, m.base_width, m.widen_factor, m.dropout), runtime, recipe
 
 
 def bench_spec(path: Path | None, overrides: Sequence[str] = (), *, backbone: str | None = None,
@@ -173,8 +173,3 @@ def _train_size(spec: Spec) -> int:
     from auxcli.data.load import load_data
 
     return len(load_data(spec.data).train)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

@@ -52,3 +52,24 @@ def test_bench_text_compares_reference_model_only_end_to_end_run_and_aux_head(wo
     assert re.search(r"\(c\)/\(a\) \d+\.\d\dx the reference loop", result.output)
     assert re.search(r"achieved [\d.]+ [GT]FLOP/s = [\d.]+% of [\d.]+ [GT]FLOP/s peak \(measured", result.output)
     assert not (workdir / "runs").exists()  # the measured run lives in a temporary folder
+
+
+def test_bench_builds_every_registered_backbone_from_a_spec(workdir, tiny_spec):
+    """`auxcli bench` hands the spec's model to `auxcli.perf` as a ModelChoice: every ModelSpec field a
+    backbone reads must travel (a Wide ResNet needs widen_factor and dropout)."""
+    from auxcli.bench import bench_choices
+    from auxcli.models.registry import BACKBONES, create_backbone
+    from auxcli.specfile import load_spec
+
+    models = {"resnet": "{backbone: resnet, depth: 8, base_width: 4}",
+              "pyramidnet": "{backbone: pyramidnet, depth: 8, alpha: 8, base_width: 4}",
+              "linear": "{backbone: linear}",
+              "wrn": "{backbone: wrn, depth: 10, widen_factor: 2, base_width: 4, dropout: 0.3}"}
+    assert set(BACKBONES) <= set(models), "add the new backbone here"
+    for name, model in models.items():
+        path = tiny_spec(f"b-{name}")
+        path.write_text(path.read_text().replace("{backbone: resnet, depth: 8, base_width: 4}", model))
+        spec = load_spec(path, [])
+        choice, _, _ = bench_choices(spec, "cpu")
+        built = create_backbone(choice)
+        assert built.feature_width == create_backbone(spec.model).feature_width

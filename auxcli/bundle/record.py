@@ -143,6 +143,8 @@ def environment(runtime: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torchvision
 
+    from auxcli.perf.peak import cpu_name
+
     cuda = torch.cuda.is_available()
     distributions = {}
     for dist in md.distributions():
@@ -174,16 +176,6 @@ def environment(runtime: dict[str, Any]) -> dict[str, Any]:
                 for k in ENV_VARS if k in os.environ},
         "distributions": dict(sorted(distributions.items())),
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def gpu_driver() -> str | None:

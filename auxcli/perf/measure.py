@@ -26,7 +26,7 @@ from auxcli.data.batches import batch_indices, epoch_permutation, images_in_batc
 from auxcli.data.synthetic import render_images
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone, forward_flops
-from auxcli.perf.peak import peak_flops
+from auxcli.perf.peak import cpu_name, peak_flops, synchronize
 from auxcli.perf.reference import reference_epoch, reference_loader
 from auxcli.tasks import ClassificationTask, Task
 from auxcli.train.loop import SplitTensors, Sums, train_epoch, train_step
@@ -45,6 +45,8 @@ class ModelChoice:
     depth: int | None = 20
     alpha: float | None = None
     base_width: int = 16
+    widen_factor: int | None = None  # wrn
+    dropout: float = 0.0  # wrn
 
     @property
     def label(self) -> str:
@@ -156,10 +158,10 @@ def median_rate(one_pass: Callable[[], None], images: int, device: torch.device,
     """Median images/s of `repeats` timed passes after one untimed warm-up pass."""
     rates = []
     for repeat in range(repeats + 1):
-        _sync(device)
+        synchronize(device)
         started = time.perf_counter()
         one_pass()
-        _sync(device)
+        synchronize(device)
         if repeat:
             rates.append(images / (time.perf_counter() - started))
     return statistics.median(rates)
@@ -275,18 +277,3 @@ def format_text(result: BenchResult) -> str:
 
 def _flop_rate(flops: float) -> str:
     return f"{flops / 1e12:.1f} TFLOP/s" if flops >= 1e12 else f"{flops / 1e9:.1f} GFLOP/s"
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-

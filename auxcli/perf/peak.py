@@ -62,10 +62,10 @@ def measured_matmul_peak(device: torch.device, dtype: torch.dtype, *, n: int | N
     b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     best = float("inf")
     for repeat in range(repeats + 1):
-        _sync(device)
+        synchronize(device)
         started = time.perf_counter()
         torch.mm(a, b)
-        _sync(device)
+        synchronize(device)
         if repeat:
             best = min(best, time.perf_counter() - started)
     dtype_name = str(dtype).removeprefix("torch.")
@@ -73,6 +73,18 @@ def measured_matmul_peak(device: torch.device, dtype: torch.dtype, *, n: int | N
                 if device.type == "cpu" else f"measured: {dtype_name} matmul n={n}")
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); timed regions start and end with it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else the machine type."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
