@@ -1,6 +1,6 @@
 """The depth rule of the CIFAR ResNet and the basic-block PyramidNet, shared by the spec and the models.
 
-Torch- and pydantic-free, so that the models (and `auxcli.bench_core`) import without pydantic.
+Torch- and pydantic-free, so that the models (and `auxcli.perf`) import without pydantic.
 """
 
 from __future__ import annotations

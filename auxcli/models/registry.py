@@ -10,7 +10,6 @@ the final activation and before pooling; classifiers and auxiliary modules are h
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ from torch import nn
 from auxcli.models.heads import ClassifierHead
 from auxcli.models.network import Network
 
-if TYPE_CHECKING:  # the models import without pydantic (auxcli.bench_core runs where it is missing)
+if TYPE_CHECKING:  # the models import without pydantic (auxcli.perf runs where it is missing)
     from auxcli.spec import ModelSpec
 
 BackboneFactory = Callable[..., nn.Module]  # (spec: ModelSpec, *, image_size: int) -> nn.Module
@@ -45,7 +44,7 @@ class UnknownBackboneError(KeyError):
 
 
 def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Register `factory(spec[, *, image_size]) -> nn.Module` under `name` (the spec's `model.backbone`)."""
+    """Register `factory(spec, *, image_size) -> nn.Module` under `name` (the spec's `model.backbone`)."""
 
     def decorate(factory: BackboneFactory) -> BackboneFactory:
         if name in BACKBONES and BACKBONES[name] is not factory:
@@ -63,8 +62,6 @@ def create_backbone(spec: ModelSpec, *, image_size: int = 32) -> nn.Module:
     if factory is None:
         raise UnknownBackboneError(
             f"unknown backbone {spec.backbone!r}; registered: {', '.join(sorted(BACKBONES))}")
-    if "image_size" not in inspect.signature(factory).parameters:  # a size-agnostic factory(spec)
-        return factory(spec)
     return factory(spec, image_size=image_size)
 
 
@@ -114,7 +111,7 @@ def describe_backbones(backbone: str | None = None, depth: int | None = None, al
     from auxcli.errors import SpecError
     from auxcli.specfile import validate_spec_data
 
-    from auxcli.spec import valid_depth
+    from auxcli.models.depth import valid_depth
 
     locations = {("model", key): (f"--{key.replace('_', '-')}", None, None)
                  for key, value in (("backbone", backbone), ("depth", depth), ("alpha", alpha),

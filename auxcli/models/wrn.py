@@ -88,7 +88,8 @@ class WideResNet(nn.Module):
 
 
 @register_backbone("wrn")
-def wrn_from_spec(spec: ModelSpec) -> WideResNet:
+def wrn_from_spec(spec: ModelSpec, *, image_size: int = 32) -> WideResNet:
+    """WRN-depth-k; any `image_size` (global pooling at the end), as every registered factory takes it."""
     if spec.depth is None or spec.widen_factor is None:
         raise ValueError("wrn needs a depth (6n+4) and widen_factor (10 for WRN-28-10)")
     return WideResNet(depth=spec.depth, widen_factor=spec.widen_factor, dropout=spec.dropout,

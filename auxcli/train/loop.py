@@ -130,8 +130,7 @@ def train_step(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.O
 def eval_views(tasks: Sequence[Task]) -> Callable[[torch.Tensor, Targets], tuple[torch.Tensor, Targets]] | None:
     """The one test view transform the tasks ask for (`Task.eval_views`), or None; tasks scored in one pass
     see the same images, so two different ones are an error."""
-    # getattr: a task written before `eval_views` joined the interface is scored on the batch as given
-    asked = [view for task in tasks if (view := getattr(task, "eval_views", None)) is not None]
+    asked = [task.eval_views for task in tasks if task.eval_views is not None]
     views = list({id(view): view for view in asked}.values())
     if len(views) > 1:
         raise ValueError(f"tasks {[task.name for task in tasks]} ask for different test views; "

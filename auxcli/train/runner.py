@@ -207,7 +207,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
         mean, std = channel_stats(data.train.images)
         normalize = {"mean": mean.float(), "std": std.float()}
         model = build_network(spec, tasks)
-        setup = apply_transfer(spec, seed, model, source)
+        setup = apply_transfer(spec, model, source)
         model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else
                          torch.preserve_format)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=spec.train.lr,
@@ -371,7 +371,7 @@ def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
     train_seconds = time.perf_counter() - started
     with ranks.agree():  # the sums are the same on every rank, so is this verdict
         if not math.isfinite(train_sums["loss"]):
-            raise TrainingDiverged(f"{spec.name}-s{seed}: the training loss became {train_sums['loss']} in epoch "
+            raise TrainingDiverged(f"{run_label(spec, seed)}: the training loss became {train_sums['loss']} in epoch "
                                    f"{epoch}; the run is marked FAILED and last.pt still holds epoch {epoch - 1}. "
                                    "Lower train.lr or check the data.")
     t.model.eval()

@@ -156,7 +156,7 @@ def resolve_runtime(spec: RuntimeSpec, backbone: str | None = None) -> Runtime:
     """`auto` picks CUDA when present; precision `auto` is bf16 autocast on CUDA and fp32 on CPU;
     channels_last and compile_mode `auto` per device (and backbone), see the functions above.
 
-    `spec` is a `RuntimeSpec` or any object with its fields (`auxcli.bench_core` runs without pydantic).
+    `spec` is a `RuntimeSpec` or any object with its fields (`auxcli.perf` runs without pydantic).
     """
     if spec.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -169,8 +169,7 @@ def resolve_runtime(spec: RuntimeSpec, backbone: str | None = None) -> Runtime:
                                                    and channels_last_auto(device.type, backbone))
     compile_mode = None
     if spec.compile:
-        requested = getattr(spec, "compile_mode", "auto")
-        compile_mode = compile_mode_auto(device.type) if requested == "auto" else requested
+        compile_mode = compile_mode_auto(device.type) if spec.compile_mode == "auto" else spec.compile_mode
     if spec.threads:
         torch.set_num_threads(spec.threads)
     # Set both ways: one process may run several specs (`auxcli run a.yaml b.yaml`, `auxcli reproduce`).

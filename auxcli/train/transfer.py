@@ -42,9 +42,10 @@ class Source:
     run_id: str | None
 
 
-def apply_transfer(spec: Spec, seed: int, model: Network, source: Source | None = None) -> TransferSetup | None:
+def apply_transfer(spec: Spec, model: Network, source: Source | None) -> TransferSetup | None:
     """Load the source extractor into `model` and freeze what the protocol freezes. `source`: the
-    already resolved source (`resolve_source`; a torchrun job resolves it once, on rank 0)."""
+    already resolved source (`resolve_source`; a torchrun job resolves it once, on rank 0), None for
+    `from: init` or no transfer."""
     transfer = spec.transfer
     if transfer is None:
         return None
@@ -54,7 +55,7 @@ def apply_transfer(spec: Spec, seed: int, model: Network, source: Source | None 
     if transfer.from_ == "init":
         tags.update({"auxcli.transfer.source_spec": "init", "auxcli.transfer.source_run_id": "none"})
     else:
-        source = source or resolve_source(spec, seed)
+        assert source is not None, "resolve_source(spec, seed) first"
         state = load_checkpoint(source.checkpoint, FINAL_FORMAT)
         _check_compatible(spec, state, source)
         try:
