@@ -177,16 +177,18 @@ def plan(
 ) -> None:
     """Print the run order (transfers after their sources) and each seed's status: done, incomplete (trained,
     not fully recorded: a re-run repairs it), stale (another spec's result: --force), partial, todo."""
-    from auxcli.plan import plan_table, run_status
+    from auxcli.plan import plan_table, run_statuses
+    from auxcli.staleness import STATES
     from auxcli.sweep import load_grid
 
     grid, loaded = load_grid(_spec_files(paths), set_ or ())
     if grid.axes:
         typer.echo(grid.describe())
     specs = [item.spec for item in loaded]
-    typer.echo(plan_table(specs, sources=[str(item.file) for item in loaded]))
-    statuses = [run_status(spec, seed) for spec in specs for seed in spec.seeds]
-    counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "incomplete", "stale", "partial", "todo")
+    by_run = run_statuses(specs)
+    typer.echo(plan_table(specs, by_run, sources=[str(item.file) for item in loaded]))
+    statuses = list(by_run.values())
+    counts = ", ".join(f"{statuses.count(s)} {s}" for s in STATES
                        if s in ("done", "partial", "todo") or statuses.count(s))
     typer.echo(f"{len(specs)} specs, {len(statuses)} runs: {counts}")
     if estimate:

@@ -1,7 +1,7 @@
 """How much the CLI says: `-q` (errors and results only), default, `-v` (details), `-vv` (debug logs).
 
 The level lives in the environment variable AUXCLI_VERBOSITY, so processes the CLI starts (torchrun
-workers, DVC stages) say as much as their parent. Messages go through `info`/`detail`; libraries'
+workers, DVC stages) say as much as their parent. Messages go through `info` and `result`; libraries'
 `logging` output follows the same level (WARNING by default, INFO with -v, DEBUG with -vv).
 """
 
@@ -35,12 +35,6 @@ def verbosity() -> int:
 def info(message: str) -> None:
     """A progress message (start, resume, skip); silent with -q."""
     if verbosity() >= 0:
-        print(message, flush=True)
-
-
-def detail(message: str) -> None:
-    """A detail only -v asks for."""
-    if verbosity() >= 1:
         print(message, flush=True)
 
 

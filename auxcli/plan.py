@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from auxcli.errors import Problem, SpecError
 from auxcli.spec import Spec
 
-RUN_STATUSES: tuple[str, ...] = ("done", "incomplete", "stale", "partial", "todo")  # see auxcli.staleness
 
 
 def plan_order(specs: Sequence[Spec], *, sources: Sequence[str] | None = None) -> list[Spec]:
@@ -73,8 +72,15 @@ def run_status(spec: Spec, seed: int) -> str:
     return run_state(spec, seed)
 
 
-def plan_rows(specs: Sequence[Spec], *, sources: Sequence[str] | None = None) -> list[dict[str, str | int]]:
-    """One row per spec in run order: step, spec name, seeds, transfer source and status per seed."""
+def run_statuses(specs: Sequence[Spec]) -> dict[tuple[str, int], str]:
+    """`run_status` of every (spec name, seed); each reads its run folder once."""
+    return {(spec.name, seed): run_status(spec, seed) for spec in specs for seed in spec.seeds}
+
+
+def plan_rows(specs: Sequence[Spec], statuses: dict[tuple[str, int], str], *,
+              sources: Sequence[str] | None = None) -> list[dict[str, str | int]]:
+    """One row per spec in run order: step, spec name, seeds, transfer source and status per seed
+    (`statuses`: `run_statuses(specs)`)."""
     rows: list[dict[str, str | int]] = []
     ordered = plan_order(specs, sources=sources)
     step_of = {spec.name: step for step, spec in enumerate(ordered, 1)}
@@ -89,13 +95,14 @@ def plan_rows(specs: Sequence[Spec], *, sources: Sequence[str] | None = None) ->
             "spec": spec.name,
             "seeds": ",".join(map(str, spec.seeds)),
             "transfer from": transfer,
-            "status": " ".join(f"{seed}:{run_status(spec, seed)}" for seed in spec.seeds),
+            "status": " ".join(f"{seed}:{statuses[spec.name, seed]}" for seed in spec.seeds),
         })
     return rows
 
 
-def plan_table(specs: Sequence[Spec], *, sources: Sequence[str] | None = None) -> str:
+def plan_table(specs: Sequence[Spec], statuses: dict[tuple[str, int], str], *,
+               sources: Sequence[str] | None = None) -> str:
     """`plan_rows` as a plain-text table."""
     from tabulate import tabulate
 
-    return tabulate(plan_rows(specs, sources=sources), headers="keys", tablefmt="simple")
+    return tabulate(plan_rows(specs, statuses, sources=sources), headers="keys", tablefmt="simple")

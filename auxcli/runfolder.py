@@ -201,13 +201,6 @@ class RunFolder:
         """The last write of a run: metrics.json, the MLflow artifacts and the closed MLflow run exist."""
         atomic_write_text(self.complete, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
-    def read_completion(self) -> dict | None:
-        try:
-            record = json.loads(self.complete.read_text())
-        except (FileNotFoundError, ValueError, UnicodeDecodeError):
-            return None
-        return record if isinstance(record, dict) else None
-
 
 def read_history(text: str) -> list[dict[str, float]]:
     """The rows of a history.csv text (`RunFolder.write_history`), numbers as floats, empty cells left out."""

@@ -42,6 +42,13 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 # MLflow 3's experiment kinds (the UI's ExperimentKind): model training, not GenAI development.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")  # an MLflow run id as the store writes it
+
+
+def names_a_run(ref: str) -> bool:
+    """`runs:/<id>[/...]` or a bare 32-hex run id: a transfer source, bundle target or analysis input that
+    is an MLflow run, not a path or spec name."""
+    return ref.startswith("runs:/") or bool(RUN_ID.match(ref))
 PARENT_TAG = "auxcli.parent"
 ANALYSIS_TAG = "auxcli.analysis"
 
@@ -549,8 +556,6 @@ def download_final_checkpoint(uri: str | None, run_id: str, target: Path) -> Pat
 
 def where_message(tracker: RunTracker, label: str, folder: Path, run_id: str) -> str:
     """Where a finished run is, and the command that opens it in the MLflow UI."""
-    from auxcli.report.collect import display_uri
-
     uri = tracker.uri
     lines = [f"{label}: run folder {folder}", f"  MLflow run {run_id} in {display_uri(uri)}"]
     if uri.startswith(("http://", "https://")):

@@ -10,7 +10,6 @@ feature map (what the classifier head reads), any other `layer` a named module o
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +18,11 @@ from torch.nn import functional as F
 
 from auxcli.augment.normalize import normalize
 from auxcli.data.types import Split
+from auxcli.tracking import names_a_run
 from auxcli.errors import AnalysisError
 from auxcli.models.registry import create_backbone
 from auxcli.spec import Spec
 
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 PENULTIMATE = "penultimate"
 
 
@@ -53,7 +52,7 @@ def resolve_run(ref: str, *, tracking_uri: str | None, download_dir: Path) -> An
         spec = _spec_of(path / "spec.resolved.yaml", state)
         return AnalyzedRun(f"{spec.name}-s{state['seed']}", ref, spec, int(state["seed"]), checkpoint,
                            state.get("mlflow_run_id"))
-    if ref.startswith("runs:/") or RUN_ID.match(ref):
+    if names_a_run(ref):
         from auxcli.tracking import download_final_checkpoint, find_run_id
 
         run_id = find_run_id(tracking_uri, ref)
@@ -123,9 +122,10 @@ def extract_features(backbone: torch.nn.Module, split: Split, *, mean: torch.Ten
                                 f"allowed: {', '.join([PENULTIMATE, *names])}.")
         hook = modules[layer].register_forward_hook(lambda module, inputs, output: captured.append(output))
     out = []
+    mean, std = mean.to(device), std.to(device)
     try:
         for start in range(0, len(split), batch_size):
-            images = normalize(split.images[start:start + batch_size].to(device), mean.to(device), std.to(device))
+            images = normalize(split.images[start:start + batch_size].to(device), mean, std)
             features = backbone.forward_features(images)
             if hook is not None:
                 features = captured.pop()

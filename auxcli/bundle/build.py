@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,9 +19,9 @@ from typing import Any
 
 from auxcli.bundle.archive import Content, write_bundle
 from auxcli.bundle.record import RECORD_DIR
+from auxcli.tracking import RUN_ID, names_a_run
 from auxcli.errors import BundleError
 
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 RUN_FILES = ("spec.resolved.yaml", "metrics.json", "history.csv")
 
 
@@ -159,7 +158,7 @@ def resolve_target(target: str, tracking_uri: str | None, downloads: Path, weigh
         if seeds:
             return [local_run(p, tracking_uri) for p in seeds]
         raise BundleError(f"{target}: not a finished run folder (no metrics.json); finish the run first.")
-    if target.startswith("runs:/") or RUN_ID.match(target):
+    if names_a_run(target):
         return [mlflow_run(target.removeprefix("runs:/").split("/")[0], tracking_uri, downloads, weights)]
     if path.suffix in (".yaml", ".yml") or path.is_file():
         from auxcli.runfolder import RunFolder
@@ -217,14 +216,13 @@ def mlflow_run(run_id: str, tracking_uri: str | None, downloads: Path, weights: 
 def mlflow_info(run_id: str | None, uri: str | None, spec: dict) -> dict[str, Any]:
     """Run id, experiment, store URI (no password), tags and params of a run; just the id and URI when the
     store does not have it."""
-    from auxcli.report.collect import _local_path, display_uri
-    from auxcli.tracking import resolve_tracking_uri
+    from auxcli.report.collect import store_is_missing
+    from auxcli.tracking import display_uri, resolve_tracking_uri
 
     uri = resolve_tracking_uri(uri)
     info: dict[str, Any] = {"run_id": run_id, "tracking_uri": display_uri(uri),
                             "experiment": (spec.get("tracking") or {}).get("experiment")}
-    local = _local_path(uri)
-    if run_id is None or (local is not None and not local.exists()):
+    if run_id is None or store_is_missing(uri):
         return info
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")

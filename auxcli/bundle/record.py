@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.gitinfo import git_state
-from auxcli.data.identity import dvc_tracked
+from auxcli.data.identity import archive_folder, dvc_tracked
 from auxcli.project import anchored
 from auxcli.spec import DataSpec, Spec
 from auxcli.tracking import display_uri
@@ -223,23 +223,9 @@ def source_sha256(package: Path) -> str:
     return digest.hexdigest()
 
 
-def data_folder(spec: DataSpec) -> Path:
-    """The folder that holds the data set's archive files."""
-    from auxcli.data.synthetic import ARCHIVE_FOLDER, synthetic_folder
-
-    root = anchored(spec.root)  # where load_data reads it
-    if spec.dataset == "folder":
-        return root  # train/ and test/ (auxcli/data/folder.py)
-    if spec.dataset == "synthetic":
-        s = spec.synthetic
-        return synthetic_folder(root, train_per_class=s.train_per_class, test_per_class=s.test_per_class,
-                                seed=s.seed) / ARCHIVE_FOLDER
-    return root / ("cifar-10-batches-py" if spec.dataset == "cifar10" else "cifar-100-python")
-
-
 def data_record(spec: DataSpec, split_sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """Dataset, split sizes and every archive file's sha256 (DVC's md5 too when DVC tracks the folder)."""
-    folder = data_folder(spec)
+    folder = archive_folder(spec)
     files = {}
     if folder.is_dir():
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):

@@ -76,9 +76,9 @@ def _ensure_files(dataset_cls: type[CIFAR10], root: Path, *, download: bool, nam
         try:
             download_and_extract_archive(dataset_cls.url, str(root), filename=dataset_cls.filename,
                                          md5=dataset_cls.tgz_md5)
-        except OSError as exc:  # urllib's URLError (no network), HTTP errors, unwritable folders
-            raise _unavailable(dataset_cls, root, name, download_error=exc) from None
-        except RuntimeError as exc:  # torchvision: the downloaded archive fails its md5
+        # OSError: urllib's URLError (no network), HTTP errors, unwritable folders; RuntimeError: torchvision's
+        # "the downloaded archive fails its md5"
+        except (OSError, RuntimeError) as exc:
             raise _unavailable(dataset_cls, root, name, download_error=exc) from None
         if _intact(dataset_cls, root):
             return
@@ -87,7 +87,7 @@ def _ensure_files(dataset_cls: type[CIFAR10], root: Path, *, download: bool, nam
 
 def _whole_split(raw: RawSplit) -> Split:
     n = len(raw.fine)
-    return Split(images=torch.from_numpy(raw.images.copy()), fine=torch.from_numpy(raw.fine),
+    return Split(images=torch.from_numpy(raw.images), fine=torch.from_numpy(raw.fine),
                  coarse=None if raw.coarse is None else torch.from_numpy(raw.coarse), index=torch.arange(n),
                  full_size=n)
 

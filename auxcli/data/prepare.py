@@ -57,9 +57,9 @@ def _prepare(spec: DataSpec) -> Prepared:
                             seed=s.seed)  # checks an existing archive against its manifest and parameters
         return Prepared(spec, "present" if existed else "generated", data_identity(spec))
     action = "present"
-    if _damaged_files(spec):
+    if damaged := _damaged_files(spec):  # md5s the whole archive: once
         if not spec.download:
-            raise DataError(f"{_label(spec)} is incomplete in {folder}/ ({', '.join(_damaged_files(spec))}) and "
+            raise DataError(f"{_label(spec)} is incomplete in {folder}/ ({', '.join(damaged)}) and "
                             "data.download is false. Set data.download: true, or put the official archive's "
                             f"files there (`auxcli data verify --root {folder.parent}` lists them).")
         _download(spec, folder.parent)

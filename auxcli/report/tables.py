@@ -113,7 +113,7 @@ def build_report(agg: Aggregate, *, specs: list[SpecRef] | None = None, footer: 
     spec_dirs = {match_key(s.stem)[0]: Path(s.path).parent for s in specs or () if match_key(s.stem)}
     tables = [_table(t, suite, by_row, agg, spec_dirs) for suite in suites for t in TABLES]
     rows = [_generic_row(name, spec, agg) for name, spec in sorted(generic, key=lambda x: x[0])]
-    beyond = beyond_tables({n: beyond_names[n] for n in in_beyond}, agg)
+    beyond = beyond_tables({n: v for n, v in beyond_names.items() if n in in_beyond}, agg)  # in spec order
     return Report(tables, rows, {**base_footer(agg), **(footer or {})}, beyond)
 
 

@@ -14,11 +14,11 @@ source's; `bn: train` lets the statistics adapt. `finetune` trains every paramet
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from auxcli.tracking import names_a_run
 from auxcli.errors import TransferError
 from auxcli.models.network import Network
 from auxcli.project import anchored
@@ -26,7 +26,6 @@ from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.train.checkpoint import FINAL_FORMAT, load_checkpoint
 
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass(frozen=True)
@@ -90,7 +89,7 @@ def resolve_source(spec: Spec, seed: int) -> Source:
         if not path.is_file():
             raise TransferError(f"transfer.from: checkpoint {ref} does not exist.")
         return Source(path, None, None)
-    if ref.startswith("runs:/") or RUN_ID.match(ref):
+    if names_a_run(ref):
         return _from_mlflow(spec, ref, seed)
     return _from_spec_name(spec, ref, seed)
 
