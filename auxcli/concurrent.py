@@ -57,13 +57,13 @@ def jobs_for(files: Sequence[Path], overrides: Sequence[str], seed: int | None) 
 
 def prepare_shared(specs: Sequence[Spec]) -> None:
     """Create each MLflow store and experiment, and each data set, once, so that processes do not race."""
-    from auxcli.data.load import load_data
+    from auxcli.data.prepare import prepare_data
     from auxcli.tracking import RunTracker
 
     for uri, experiment in {(s.tracking.uri, s.tracking.experiment) for s in specs}:
         RunTracker(uri, experiment)
-    for data in {s.data.model_dump_json(): s.data for s in specs}.values():
-        load_data(data)
+    for data in {s.data.model_dump_json(): s.data for s in specs}.values():  # each image size's folder cache too
+        prepare_data([data])  # generate, download and verify, or cache, without decoding into this process
 
 
 def cpu_threads_each(spec: Spec, *, processes: int, cores: int, cuda_available: bool) -> int | None:

@@ -120,6 +120,8 @@ def measured_rate(spec: Spec, steps: int | None) -> tuple[str, Callable[[], floa
 def estimate_runs(specs: Sequence[Spec], *, cache: RateCache, steps: int | None = None,
                   on_measure: Callable[[str], None] = lambda name: None) -> list[RunEstimate]:
     """One estimate per (spec, seed), in run order."""
+    from auxcli.tasks import build_tasks
+
     estimates = []
     for spec in plan_order(specs):
         key, measure = measured_rate(spec, steps)
@@ -129,7 +131,9 @@ def estimate_runs(specs: Sequence[Spec], *, cache: RateCache, steps: int | None 
             rate = measure()
             cache.put(key, rate)
         train_images, test_images = split_sizes(spec)
-        test_passes = 1 + (spec.task.aux is not None and spec.task.aux.kind in ("crop", "cutout", "ricap"))
+        # the runner's test passes: one for clean-image tasks, one for tasks scored on augmented test images
+        # (the class counts do not change which)
+        test_passes = len({task.eval_augmented for task in build_tasks(spec, CLASSES.get(spec.data.dataset, 100))})
         probe = spec.transfer is not None and spec.transfer.mode == "linear"
         epoch_seconds = train_images / (3 * rate if probe else rate) + test_passes * test_images / (3 * rate)
         for seed in spec.seeds:
