@@ -110,7 +110,7 @@ def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict, dict[Pa
     start = (doc.lc.line + 1, doc.lc.col + 1) if doc.lc.line is not None else (1, 1)
     locations: dict[Path_, Location] = {(): (source, *start)}
     _record_locations(doc, (), source, locations)
-    own = _plain(doc)
+    own = plain(doc)
     bases = own.pop("extends", None)
     if bases is None:
         return own, locations
@@ -153,9 +153,6 @@ def _record_locations(node: Any, prefix: Path_, source: str, out: dict[Path_, Lo
             _record_locations(item, prefix + (i,), source, out)
 
 
-_plain = plain
-
-
 def _deep_merge(base: dict, top: dict) -> dict:
     merged = dict(base)
     for key, value in top.items():
@@ -194,7 +191,7 @@ def _apply_override(data: dict, locations: dict[Path_, Location], text: str, sou
         locations[parts] = (where, None, None)
         node.pop(parts[-1], None)
         return
-    value = _plain(parse_yaml(raw_value, where, "a YAML scalar, list or mapping", key,
+    value = plain(parse_yaml(raw_value, where, "a YAML scalar, list or mapping", key,
                                    value=True)) if raw_value.strip() else None
     if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
         node[parts[-1]] = _deep_merge(node[parts[-1]], value)
@@ -337,7 +334,7 @@ def params_overrides(path: str | Path) -> list[str]:
     pipeline's own keys (`PIPELINE_KEYS`) are not overrides and are left out."""
     source = str(path)
     text = read_text_file(Path(path), "params file", "a UTF-8 YAML mapping of spec keys (DVC's params.yaml)")
-    doc = _plain(parse_yaml(text, source, "a YAML mapping of spec keys"))
+    doc = plain(parse_yaml(text, source, "a YAML mapping of spec keys"))
     if doc is None:
         return []
     if not isinstance(doc, dict):

@@ -394,9 +394,10 @@ class RunTracker:
         if aggregates:
             self.client.log_batch(parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in aggregates.items()])
         done = {str(seed) for seed in seeds} <= set(latest)
-        self.client.update_run(parent_run_id, status="FINISHED" if done else "RUNNING")
         if done:
             self.client.set_terminated(parent_run_id, status="FINISHED")
+        else:
+            self.client.update_run(parent_run_id, status="RUNNING")
         return aggregates
 
     def describe(self, text: str) -> None:
@@ -420,6 +421,7 @@ class RunTracker:
         artifacts and `metrics` linked to it; returns the model id (`models:/<id>`). With `classifier`
         (`auxcli.models.export.ImageClassifier`) the model is also MLflow's `pytorch` flavour:
         `mlflow.pytorch.load_model("models:/<id>")` and `mlflow.pyfunc` give images -> logits."""
+        import shutil
         import tempfile
         import time
 
@@ -430,9 +432,14 @@ class RunTracker:
                                                 params={k: str(v)[:6000] for k, v in (params or {}).items()},
                                                 model_type="auxcli")
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                flavour = _save_pytorch_flavour(classifier, Path(tmp, "pytorch")) if classifier is not None else None
-                self._log_model_files(model.model_id, files + ([flavour] if flavour else []))
+            with tempfile.TemporaryDirectory() as tmp:  # the model's artifacts: MLmodel & co. (if any), then `files`
+                staging = Path(tmp, "model")
+                if classifier is None or not _save_pytorch_flavour(classifier, staging):
+                    shutil.rmtree(staging, ignore_errors=True)  # a failed export may have written part of it
+                    staging.mkdir()
+                for path in files:
+                    shutil.copy2(path, staging / path.name)
+                self.client.log_model_artifacts(model.model_id, str(staging))
             now = int(time.time() * 1000)
             self.client.log_batch(self.run_id, metrics=[
                 Metric(k, float(v), now, step, model_id=model.model_id) for k, v in metrics.items()])
@@ -442,19 +449,6 @@ class RunTracker:
             self.client.finalize_logged_model(model.model_id, "FAILED")
             raise
         return model.model_id
-
-    def _log_model_files(self, model_id: str, files: list[Path]) -> None:
-        """Files and folders (e.g. an MLmodel directory, merged in) into the model's artifacts."""
-        import shutil
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            for path in files:
-                if path.is_dir():
-                    shutil.copytree(path, tmp, dirs_exist_ok=True)
-                else:
-                    shutil.copy2(path, Path(tmp) / path.name)
-            self.client.log_model_artifacts(model_id, tmp)
 
     def log_model_input(self, model_id: str) -> None:
         """A model the run started from (a transfer's source), as a model input."""
@@ -566,10 +560,10 @@ def where_message(tracker: RunTracker, label: str, folder: Path, run_id: str) ->
     return "\n".join(lines)
 
 
-def _save_pytorch_flavour(classifier: Any, folder: Path) -> Path | None:
-    """`classifier` saved by `mlflow.pytorch.save_model` in its torch.export ("pt2") format, with a
-    two-image example of its input (float32 in [0, 1]); None, and a warning, if torch.export cannot trace
-    it: the weights and spec are logged all the same."""
+def _save_pytorch_flavour(classifier: Any, folder: Path) -> bool:
+    """`classifier` saved into `folder` by `mlflow.pytorch.save_model` in its torch.export ("pt2") format,
+    with a two-image example of its input (float32 in [0, 1]); False, and a warning, if torch.export cannot
+    trace it: the weights and spec are logged all the same."""
     import logging
     from importlib import metadata
 
@@ -585,5 +579,5 @@ def _save_pytorch_flavour(classifier: Any, folder: Path) -> Path | None:
     except Exception as exc:  # an export limitation must not cost the record of a finished run
         logging.getLogger(__name__).warning("the logged model has no pytorch flavour (torch.export failed: %s: %s)",
                                             type(exc).__name__, (str(exc).splitlines() or [""])[0])
-        return None
-    return folder
+        return False
+    return True
