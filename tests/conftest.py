@@ -42,7 +42,8 @@ runtime: {{threads: 1}}
 def tiny_spec(workdir):
     """Write a tiny spec (depth-8 ResNet, 4 channels, 400 generated images, 2 epochs) and return its path.
 
-    Extra YAML text is appended as-is, and `extra` keys override: tiny_spec("x", "task: {labels: random}")."""
+    Extra YAML text is appended as-is, so it may only add top-level keys the template lacks
+    (tiny_spec("x", "task: {labels: random}")); to change one it has, edit the written text."""
     data_root = (workdir / "data").as_posix()
 
     def make(name: str = "tiny", extra: str = "") -> os.PathLike[str]:

@@ -227,8 +227,7 @@ def test_tampered_bundle_is_refused_naming_the_member(good, change, named, probl
         assert result.exit_code == 2, result.output
         assert named in result.output and problem in result.output
         assert "Traceback" not in result.output
-    assert not (good.parent / "never").exists()  # nothing extracted, nothing trained
-    assert not (good.parent.parent / "escape.txt").exists()
+    assert not (good.parent / "never").exists()  # nothing extracted (an escaping member included), nothing trained
 
 
 def test_damaged_gzip_stream_is_refused(good):
@@ -412,25 +411,47 @@ def test_epochs_with_a_transfer_without_weights_trains_the_source_in_full(at):
     assert all(row[-1] == "yes" and row[5] == "0" for row in table_rows(result.output, "probe-s0"))
 
 
-def test_dvc_md5_of_a_relative_data_root(tmp_path, monkeypatch):
+def test_dvc_md5_of_a_relative_data_root(workdir):
     """Specs write `root: data`; its parents include `.`, whose empty name must not break the search."""
     from auxcli.bundle.record import dvc_md5
 
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / ".dvc").mkdir()
-    (tmp_path / "data").mkdir()
+    (workdir / ".dvc").mkdir()
+    (workdir / "data").mkdir()
     assert dvc_md5(Path("data")) is None
-    (tmp_path / "data.dvc").write_text("outs:\n- md5: feed.dir\n  path: data\n")
+    (workdir / "data.dvc").write_text("outs:\n- md5: feed.dir\n  path: data\n")
     assert dvc_md5(Path("data"))["md5"] == "feed.dir"
 
 
-def test_dvc_md5_of_data_made_by_the_pipelines_data_stage(tmp_path, monkeypatch):
+def test_dvc_md5_of_data_made_by_the_pipelines_data_stage(workdir):
     """`auxcli data prepare` runs as the `data` stage: its md5 is in dvc.lock, not in a .dvc file."""
     from auxcli.bundle.record import dvc_md5
 
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / ".dvc").mkdir()
-    (tmp_path / "data" / "synthetic").mkdir(parents=True)
-    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  data:\n    outs:\n    - path: data\n"
+    (workdir / ".dvc").mkdir()
+    (workdir / "data" / "synthetic").mkdir(parents=True)
+    (workdir / "dvc.lock").write_text("schema: '2.0'\nstages:\n  data:\n    outs:\n    - path: data\n"
                                        "      md5: cafe.dir\n")
     assert dvc_md5(Path("data/synthetic")) == {"path": "data", "md5": "cafe.dir"}
+
+
+@pytest.mark.parametrize(("metric", "recorded", "allowed"), [
+    ("final_test_acc", 0.6, 0.01),       # accuracies: 1 percentage point
+    ("test_aux_miou", 0.3, 0.01),        # mIoU: 1 point
+    ("train_loss", 2.0, 0.1),            # losses: 5% of the recorded value
+    ("lr", 0.1, 0.1 * 1e-9),             # the learning rate: 1e-9 relative
+    ("seeds_finished", 4.0, 0.04),       # anything else: 1%
+])
+def test_reproduce_default_tolerances_follow_the_metric_kind(metric, recorded, allowed):
+    """README "Reproducibility bundles": the tolerances a non-exact re-run is compared with."""
+    from auxcli.bundle.reproduce import _tolerance
+
+    assert _tolerance(metric, recorded, None, exact=False) == pytest.approx(allowed)
+    assert _tolerance(metric, recorded, None, exact=True) == 0.0  # deterministic on the recorded device
+    assert _tolerance(metric, recorded, 0.5, exact=True) == 0.5  # --tolerance wins
+
+
+@pytest.mark.parametrize(("metric", "compared"), [
+    ("epoch_seconds", False), ("images_per_second", False), ("epoch", False), ("test_acc", True)])
+def test_reproduce_never_compares_timings(metric, compared):
+    from auxcli.bundle.reproduce import _uncompared
+
+    assert _uncompared(metric) is not compared

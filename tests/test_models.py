@@ -174,7 +174,6 @@ def test_wrn_28_10_with_100_classes_has_the_official_parameter_count():
     with torch.device("meta"):
         network = create_classifier(ModelSpec(backbone="wrn", depth=28, widen_factor=10, dropout=0.3), 100)
     assert count_parameters(network) == 36_536_884
-    assert round(count_parameters(network) / 1e6, 1) == 36.5
     assert network.backbone.feature_width == 640
 
 
