@@ -52,9 +52,7 @@ def mixed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: tor
     (Takahashi et al. 2018: the loss is the area-weighted sum of the K labels' losses)."""
     if labels.dim() == 1:
         return F.cross_entropy(logits, labels)
-    log_probs = F.log_softmax(logits.float(), dim=1)
-    per_source = -log_probs.gather(1, labels)  # (N, K)
-    return (per_source * weights).sum(1).mean()
+    return per_sample_cross_entropy(logits, labels, weights).mean()
 
 
 def mixed_correct(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
