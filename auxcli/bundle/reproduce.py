@@ -90,6 +90,9 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
                      echo: Callable[[str], Any] = print) -> ReproduceResult:
     from tabulate import tabulate
 
+    from auxcli.bundle.record import code_state, environment, runtime_choices
+    from auxcli.train.runtime import resolve_runtime
+
     bundle = verify_bundle(path)
     echo(bundle_summary(bundle))
     # Where the runner will write (relative paths are anchored at the repository root), so that the
@@ -103,12 +106,20 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
                     and not _has_weights(bundle, r["transfer_source"])}
     specs = {r["path"]: bundled_spec(extracted, r, bundle, runs_dir) for r in order}
     data_changes = []
-    data_now: dict[DataSpec, dict[str, Any]] = {}  # once per data set: a bundle's runs often share one
+    # this machine, read once: the code, the environment per resolved runtime and each data set (a bundle's
+    # runs often share them; git, the installed distributions and the data files are slow to read)
+    code_now = code_state()[0]
+    env_now: dict[str, dict[str, Any]] = {}
+    data_now: dict[DataSpec, dict[str, Any]] = {}
     for entry in order:
         spec = specs[entry["path"]]
+        runtime = runtime_choices(spec, resolve_runtime(spec.runtime, backbone=spec.model.backbone))
+        env_key = json.dumps(runtime, sort_keys=True)
+        if env_key not in env_now:
+            env_now[env_key] = environment(runtime)
         if spec.data not in data_now:
             data_now[spec.data] = current_data(spec.data)
-        lines, data_change = differences(extracted / entry["path"], spec, data_now[spec.data])
+        lines, data_change = differences(extracted / entry["path"], env_now[env_key], code_now, data_now[spec.data])
         for line in lines:
             echo(line)
         data_changes += [data_change] if data_change else []
@@ -206,19 +217,17 @@ def _run(spec, seed: int, stop: int | None, recorded: Path):
 
 # ---------------------------------------------------------------------------------------------- differences
 
-def differences(recorded: Path, spec, data_now: dict[str, Any]) -> tuple[list[str], str | None]:
-    """Lines saying how this machine differs from the recorded environment, code and data, and a sentence
-    naming the data files that differ (None when they are as recorded)."""
-    from auxcli.bundle.record import code_state, environment, runtime_choices
-    from auxcli.train.runtime import resolve_runtime
-
+def differences(recorded: Path, env_now: dict[str, Any], code_now: dict[str, Any], data_now: dict[str, Any]
+                ) -> tuple[list[str], str | None]:
+    """Lines saying how this machine (`environment`, `code_state`, `current_data` as of now) differs from
+    the recorded environment, code and data, and a sentence naming the data files that differ (None when
+    they are as recorded)."""
     record = recorded / RECORD_DIR
     label = recorded.relative_to(recorded.parents[2]).as_posix()
     if not (record / "environment.json").is_file():
         return [f"{label}: no repro/ record (run finished before records existed); differences unknown"], None
     lines = []
     env_then = json.loads((record / "environment.json").read_text())
-    env_now = environment(runtime_choices(spec, resolve_runtime(spec.runtime, backbone=spec.model.backbone)))
     for key in ("python", "os", "machine", "cpu", "gpus", "gpu_driver", "cuda", "cudnn", "torch", "torchvision",
                 "threads", "runtime", "determinism"):
         if env_then.get(key) != env_now.get(key):
@@ -230,7 +239,6 @@ def differences(recorded: Path, spec, data_now: dict[str, Any]) -> tuple[list[st
         lines.append(f"{label}: {len(changed)} installed distribution(s) differ: {shown}"
                      + (" ..." if len(changed) > 10 else ""))
     code_then = json.loads((record / "code.json").read_text())
-    code_now, _ = code_state()
     for key in ("git_commit", "git_dirty", "patch_sha256"):
         if code_then.get(key) != code_now.get(key):
             lines.append(f"{label}: code {key}: recorded {code_then.get(key)}, now {code_now.get(key)}")
