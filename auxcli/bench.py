@@ -124,8 +124,7 @@ def train_step_throughput(spec: Spec, *, steps: int, repeats: int = 3, device: s
     runtime = resolve_runtime(runtime_spec, backbone=spec.model.backbone)
     torch.manual_seed(0)
     tasks = build_tasks(spec, 100)
-    model = build_network(spec, tasks).to(runtime.device, memory_format=torch.channels_last if runtime.channels_last
-                                          else torch.preserve_format)
+    model = runtime.place(build_network(spec, tasks))
     forward = runtime.compile(model)
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=spec.train.lr, momentum=spec.train.momentum,

@@ -136,8 +136,7 @@ def build_model(model: ModelChoice, tasks: list[Task], runtime: Runtime, seed: i
     torch.manual_seed(seed)
     backbone = create_backbone(model)  # duck-typed ModelSpec
     network = Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
-    fmt = torch.channels_last if runtime.channels_last else torch.preserve_format
-    return network.to(runtime.device, memory_format=fmt)
+    return runtime.place(network)
 
 
 def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:

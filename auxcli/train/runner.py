@@ -208,8 +208,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
         normalize = {"mean": mean.float(), "std": std.float()}
         model = build_network(spec, tasks)
         setup = apply_transfer(spec, model, source)
-        model = model.to(runtime.device, memory_format=torch.channels_last if runtime.channels_last else
-                         torch.preserve_format)
+        model = runtime.place(model)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=spec.train.lr,
                                     momentum=spec.train.momentum, nesterov=spec.train.nesterov,
                                     weight_decay=spec.train.weight_decay)

@@ -90,6 +90,10 @@ class Runtime:
             return model
         return torch.compile(model, mode=self.compile_mode, dynamic=False)
 
+    def place(self, model: nn.Module) -> nn.Module:
+        """The model on the device, in the memory format its inputs will have (`prepare`)."""
+        return model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
