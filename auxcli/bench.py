@@ -22,7 +22,16 @@ from typing import Any
 import torch
 
 from auxcli.augment.pipeline import build_train_augment
-from auxcli.perf.measure import Crop, ModelChoice, Recipe, RuntimeChoice, format_text, median_rate, run_bench
+from auxcli.perf.measure import (
+    DEFAULT_MODELS,
+    Crop,
+    ModelChoice,
+    Recipe,
+    RuntimeChoice,
+    format_text,
+    median_rate,
+    run_bench,
+)
 from auxcli.spec import Spec
 from auxcli.tasks import Task, build_tasks
 from auxcli.train.loop import SplitTensors, train_epoch
@@ -54,14 +63,10 @@ def bench_spec(path: Path | None, overrides: Sequence[str] = (), *, backbone: st
     Without a spec the depth defaults to 20 (resnet) or 110 (pyramidnet, alpha 270)."""
     from auxcli.specfile import load_spec, validate_spec_data
 
-    data = load_spec(path, overrides).to_plain() if path else {"name": "bench", "model": {"depth": 20}}
+    data = load_spec(path, overrides).to_plain() if path else {"name": "bench", "model": dict(DEFAULT_MODELS["resnet"])}
     model = dict(data["model"])
     if backbone is not None and backbone != model.get("backbone", "resnet"):
-        model = {"backbone": backbone, "base_width": model.get("base_width", 16)}
-        if backbone == "pyramidnet":
-            model.update(depth=110, alpha=270.0)
-        elif backbone == "resnet":
-            model["depth"] = 20
+        model = {"backbone": backbone, "base_width": model.get("base_width", 16), **DEFAULT_MODELS.get(backbone, {})}
     model.update({k: v for k, v in (("depth", depth), ("alpha", alpha)) if v is not None})
     locations = {("model", key): (f"--{key}", None, None)
                  for key, value in (("backbone", backbone), ("depth", depth), ("alpha", alpha)) if value is not None}

@@ -12,7 +12,7 @@ import json
 import sys
 
 from auxcli.errors import AuxcliError
-from auxcli.perf.measure import ModelChoice, Recipe, RuntimeChoice, format_text, run_bench
+from auxcli.perf.measure import DEFAULT_MODELS, ModelChoice, Recipe, RuntimeChoice, format_text, run_bench
 
 
 def whole_number(minimum: int):
@@ -53,9 +53,9 @@ def add_bench_options(parser: argparse.ArgumentParser) -> None:
 def model_choice(args: argparse.Namespace) -> ModelChoice:
     if args.backbone == "linear":
         return ModelChoice("linear", None, None, args.base_width)
-    depth = args.depth or (110 if args.backbone == "pyramidnet" else 20)
-    alpha = args.alpha if args.alpha is not None else (270.0 if args.backbone == "pyramidnet" else None)
-    return ModelChoice(args.backbone, depth, alpha, args.base_width)
+    default = DEFAULT_MODELS[args.backbone]
+    alpha = args.alpha if args.alpha is not None else default.get("alpha")
+    return ModelChoice(args.backbone, args.depth or int(default["depth"]), alpha, args.base_width)
 
 
 def cpu_share(bench_args: list[str], processes: int) -> list[str]:

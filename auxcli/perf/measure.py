@@ -37,6 +37,12 @@ STD = [0.267, 0.256, 0.276]
 NUM_CLASSES = 100
 
 
+# What `auxcli bench` and `python -m auxcli.perf bench` measure when given only a backbone: the study's
+# ResNet-20 default and PyramidNet-110 (alpha 270).
+DEFAULT_MODELS: dict[str, dict[str, int | float]] = {"resnet": {"depth": 20},
+                                                     "pyramidnet": {"depth": 110, "alpha": 270.0}}
+
+
 @dataclass(frozen=True)
 class ModelChoice:
     """The fields of `auxcli.spec.ModelSpec` that build a backbone."""
