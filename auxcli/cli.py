@@ -111,6 +111,16 @@ def _overrides(params: Path | None, set_: list[str] | None) -> list[str]:
     return (params_overrides(params) if params else []) + (set_ or [])
 
 
+def _note_pipeline_params(files: list[Path], overrides: list[str], params: Path | None) -> None:
+    """One line on stderr when this project's dvc.yaml runs the specs with a params file that this command
+    was not given and that would change their results (`auxcli.pipeline.unused_params_note`)."""
+    from auxcli.pipeline import unused_params_note
+
+    note = unused_params_note(files, overrides, params is not None)
+    if note:
+        typer.echo(note, err=True)
+
+
 @app.command()
 def validate(paths: SpecPaths, set_: SetOption = None) -> None:
     """Validate specs: `ok` per file, or one line per problem (exit code 2)."""
@@ -168,6 +178,7 @@ YAML documents.
 def plan(
     paths: SpecPaths,
     set_: SetOption = None,
+    params: ParamsOption = None,
     estimate: Annotated[bool, typer.Option(
         "--estimate", help="Also estimate each run's and the suite's wall time here (a short benchmark per "
         "model, cached per machine).")] = False,
@@ -178,12 +189,14 @@ def plan(
     """Print the run order (transfers after their sources) and each seed's status: done, incomplete (trained,
     not fully recorded: a re-run repairs it), stale (another spec's result: --force), partial, todo."""
     from auxcli.plan import plan_table, run_statuses
-    from auxcli.staleness import STATES
+    from auxcli.catalogue import STATES
     from auxcli.sweep import load_grid
 
-    grid, loaded = load_grid(_spec_files(paths), set_ or ())
+    files, overrides = _spec_files(paths), _overrides(params, set_)
+    grid, loaded = load_grid(files, overrides)
     if grid.axes:
         typer.echo(grid.describe())
+    _note_pipeline_params(files, overrides, params)
     specs = [item.spec for item in loaded]
     by_run = run_statuses(specs)
     typer.echo(plan_table(specs, by_run, sources=[str(item.file) for item in loaded]))
@@ -224,7 +237,7 @@ def run(
     `--set key=a,b` sweeps: one spec per value, named <name>-<key><value>; two swept keys make a grid. \
 A list in brackets (`--set seeds=[0,1]`) is one value.
     """
-    from auxcli.bundle.record import Provenance
+    from auxcli.runrecord import Provenance
     from auxcli.plan import plan_order
     from auxcli.sweep import load_grid
     from auxcli.tracking import check_tracking_uri, resolve_tracking_uri
@@ -240,8 +253,11 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
         specs = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
         if grid.axes:
             typer.echo(grid.describe())
-        typer.echo(format_dry_run(plan_seeds(specs, seeds=[seed] if seed is not None else None, force=force)),
-                   nl=False)
+        _note_pipeline_params(files, overrides, params)
+        plans = plan_seeds(specs, seeds=[seed] if seed is not None else None, force=force)
+        typer.echo(format_dry_run(plans), nl=False)
+        if any(p.refused for p in plans):  # `auxcli run` would refuse: say so in the exit code too
+            raise typer.Exit(2)
         return
     if concurrent > 1:  # each process captures its own provenance, as `auxcli run FILE --seed S` would
         if nproc is not None:
@@ -262,6 +278,8 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
 
         with ranks.agree():
             _, loaded = load_grid(files, overrides)
+            if ranks.is_main:
+                _note_pipeline_params(files, overrides, params)
             check_devices([(item.file, item.spec) for item in loaded])
             for item in loaded:  # a bad store URI is an error before any data is generated or any epoch runs
                 check_tracking_uri(resolve_tracking_uri(item.spec.tracking.uri))
@@ -381,10 +399,16 @@ def report(
     plots: Annotated[bool, typer.Option(
         "--plots", help="Also draw PNGs (Figures 2-3, test accuracy per epoch per table).")] = False,
     set_: SetOption = None,
+    params: ParamsOption = None,
+    all_settings: Annotated[bool, typer.Option(
+        "--all-settings", help="List the runs of other settings (another result identity) that are not shown.")]
+    = False,
 ) -> None:
     """The study's Tables 1-5 from the MLflow store: ours (mean ± sample std over seeds, n) beside the paper.
 
-    Only FINISHED runs count, the latest per (spec, seed); the others are counted in the footer. \
+    Only FINISHED runs count, the latest per (spec, seed), and only results whose identity is the reported \
+spec's (as resolved with --params and --set; without specs, the identity of this workspace's run folders); \
+the others are counted in the footer. \
 A row without runs shows `-` and the `auxcli run` command that fills it; specs outside the study get \
 one generic row each. Text and latex show %, csv and json fractions.
 
@@ -394,8 +418,11 @@ training runs' charts.
     """
     from auxcli.report import make_report
 
-    result = make_report(paths=paths or (), overrides=set_ or (), tracking_uri=tracking_uri,
-                         experiment=experiment, fmt=fmt.value, out=out, plots=plots)
+    overrides = _overrides(params, set_)
+    if paths:
+        _note_pipeline_params(_spec_files(paths), overrides, params)
+    result = make_report(paths=paths or (), overrides=overrides, tracking_uri=tracking_uri,
+                         experiment=experiment, fmt=fmt.value, out=out, plots=plots, all_settings=all_settings)
     if out is None:
         typer.echo(result.text, nl=False)
     for path in result.written:
@@ -533,8 +560,9 @@ def results(
     from auxcli.results import write_results
     from auxcli.specfile import load_spec
 
-    overrides = _overrides(params, set_)
-    written = [p for f in _spec_files(paths) for p in write_results(load_spec(f, overrides), out)]
+    files, overrides = _spec_files(paths), _overrides(params, set_)
+    _note_pipeline_params(files, overrides, params)
+    written = [p for f in files for p in write_results(load_spec(f, overrides), out)]
     typer.echo(f"wrote {len(written)} files under {out}/")
 
 
@@ -550,11 +578,16 @@ def bundle(
     with_weights: Annotated[bool, typer.Option(
         "--with-weights", help="Include final.pt of every run (and of transfer sources).")] = False,
     tracking_uri: TrackingUriOption = None,
+    set_: SetOption = None,
+    params: ParamsOption = None,
 ) -> None:
-    """Pack finished runs, their transfer sources and their records into one verifiable .tar.gz."""
+    """Pack finished runs, their transfer sources and their records into one verifiable .tar.gz.
+
+    A spec file packs its finished seeds of the spec as resolved with --params and --set (its result identity)."""
     from auxcli.bundle.build import build_bundle
 
-    result = build_bundle(targets, out, with_weights=with_weights, tracking_uri=tracking_uri)
+    result = build_bundle(targets, out, with_weights=with_weights, tracking_uri=tracking_uri,
+                          overrides=_overrides(params, set_))
     typer.echo(f"wrote {result.path}: {len(result.runs)} run(s), {len(result.manifest['members'])} members, "
                f"bundle id {result.manifest['bundle_id']}")
 

@@ -1,6 +1,6 @@
 """`auxcli run --dry-run`: what each seed's run would do, where it would write, and why; trains nothing.
 
-A seed's state is `auxcli.staleness.run_state` (done, incomplete, stale, partial, todo), read from its
+A seed's state is `auxcli.catalogue.folder_state` (done, incomplete, stale, partial, todo), read from its
 run folder and compared with the spec as resolved now; the action is what `auxcli run` does in that
 state. Torch-free and MLflow-free: it reads files only.
 """
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
-from auxcli.staleness import STATES, run_state, spec_diff
+from auxcli.catalogue import STATES, folder_state
+from auxcli.staleness import spec_diff
 from auxcli.tracking import resolve_tracking_uri
 
 
@@ -20,16 +21,17 @@ from auxcli.tracking import resolve_tracking_uri
 class SeedPlan:
     spec: str
     seed: int
-    state: str  # one of auxcli.staleness.STATES
+    state: str  # one of auxcli.catalogue.STATES
     action: str  # what `auxcli run` would do now
     why: str
     folder: str
     mlflow: str  # store, experiment and run name
+    refused: bool = False  # `auxcli run` would refuse this seed (exit 2): `run --dry-run` exits 2 too
 
 
 def seed_plan(spec: Spec, seed: int, *, force: bool = False) -> SeedPlan:
     folder = RunFolder.of(spec, seed)
-    state = run_state(spec, seed)
+    state = folder_state(spec, seed)
     epochs = folder.epochs_done()
     retrain = "retrain from epoch 1 (--force)"
     if state == "done":
@@ -48,7 +50,8 @@ def seed_plan(spec: Spec, seed: int, *, force: bool = False) -> SeedPlan:
     if force and state != "todo":
         action = retrain
     store = f"{resolve_tracking_uri(spec.tracking.uri)} experiment {spec.tracking.experiment!r}"
-    return SeedPlan(spec.name, seed, state, action, why, str(folder.root), f"{store} run {spec.name}-s{seed}")
+    return SeedPlan(spec.name, seed, state, action, why, str(folder.root), f"{store} run {spec.name}-s{seed}",
+                    refused=state == "stale" and not force)
 
 
 def dry_run(specs: Sequence[Spec], *, seeds: list[int] | None = None, force: bool = False) -> list[SeedPlan]:

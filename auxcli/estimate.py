@@ -21,7 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from auxcli.plan import plan_order, run_status
+from auxcli.catalogue import folder_state
+from auxcli.plan import plan_order
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 
@@ -137,7 +138,7 @@ def estimate_runs(specs: Sequence[Spec], *, cache: RateCache, steps: int | None 
         probe = spec.transfer is not None and spec.transfer.mode == "linear"
         epoch_seconds = train_images / (3 * rate if probe else rate) + test_passes * test_images / (3 * rate)
         for seed in spec.seeds:
-            status = run_status(spec, seed)
+            status = folder_state(spec, seed)
             left = 0 if status == "done" else spec.train.epochs - RunFolder.of(spec, seed).epochs_done()
             estimates.append(RunEstimate(spec.name, seed, status, left, rate, left * epoch_seconds))
     return estimates

@@ -218,3 +218,56 @@ def dvc_yaml(specs: list[tuple[Path, Spec]], *, params_file: str = "params.yaml"
     yaml.dump({"stages": pipeline_stages(specs, params_file=params_file, suite=suite),
                "plots": pipeline_plots([spec for _, spec in specs])}, out)
     return out.getvalue()
+
+
+def pipeline_params_file() -> Path | None:
+    """The params file this workspace's `dvc.yaml` runs its stages with (`--params <file>` in a stage
+    command), when both exist; None outside such a project."""
+    from auxcli.project import workspace_root
+
+    root = workspace_root() or Path.cwd()
+    dvc_file = root / "dvc.yaml"
+    if not dvc_file.is_file():
+        return None
+    try:
+        text = dvc_file.read_text(encoding="utf-8", errors="replace")[:1 << 20]
+    except OSError:
+        return None
+    import re
+
+    for name in dict.fromkeys(re.findall(r"--params[ =]([\w./-]+)", text)):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+def unused_params_note(files: list[Path], overrides: list[str], params_given: bool) -> str | None:
+    """One line for a command run without --params in a project whose dvc.yaml runs with a params file that
+    would change these specs' results: which specs and fields, and the flag that gives the pipeline's view."""
+    if params_given:
+        return None
+    params = pipeline_params_file()
+    if params is None:
+        return None
+    from auxcli.identity import identity_fields, result_id
+    from auxcli.specfile import load_spec, params_overrides
+    from auxcli.staleness import field_diff
+
+    try:
+        with_params = params_overrides(params)
+        changed: list[str] = []
+        fields: list[str] = []
+        for file in files:
+            alone, piped = load_spec(file, overrides), load_spec(file, [*with_params, *overrides])
+            if result_id(alone) != result_id(piped):
+                changed.append(alone.name)
+                fields += field_diff(identity_fields(alone.to_plain()), identity_fields(piped.to_plain()))
+    except SpecError:
+        return None  # the command itself reports bad specs; a bad params file is `dvc repro`'s to report
+    if not changed:
+        return None
+    shown = ", ".join(dict.fromkeys(fields[:4])) + (" ..." if len(fields) > 4 else "")
+    names = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return (f"note: dvc.yaml runs these specs with --params {params.name}, which changes {names} ({shown}); "
+            f"without it these are other settings than the pipeline's results. Add --params {params.name} "
+            "to see the pipeline's view.")

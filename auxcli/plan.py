@@ -64,17 +64,11 @@ def _cycle_error(specs: Sequence[Spec], source_of: list[int | None], placed: set
                               "transfer.from naming a spec that does not depend on this one")])
 
 
-def run_status(spec: Spec, seed: int) -> str:
-    """`done` (completion marker), `incomplete` (trained, not fully recorded), `stale` (another resolved
-    spec's run), `partial` (last.pt only) or `todo`: see `auxcli.staleness.run_state`."""
-    from auxcli.staleness import run_state
-
-    return run_state(spec, seed)
-
-
 def run_statuses(specs: Sequence[Spec]) -> dict[tuple[str, int], str]:
-    """`run_status` of every (spec name, seed); each reads its run folder once."""
-    return {(spec.name, seed): run_status(spec, seed) for spec in specs for seed in spec.seeds}
+    """The state of every (spec name, seed): `auxcli.catalogue.seed_states`."""
+    from auxcli.catalogue import seed_states
+
+    return seed_states(specs)
 
 
 def plan_rows(specs: Sequence[Spec], statuses: dict[tuple[str, int], str], *,

@@ -16,7 +16,8 @@ import math
 import shutil
 from pathlib import Path
 
-from auxcli.runfolder import RunFolder, atomic_write_text
+from auxcli.catalogue import finished_folders
+from auxcli.runfolder import atomic_write_text
 from auxcli.spec import Spec
 
 # Few columns on purpose: `dvc exp show` puts every key of every run side by side. These are the numbers the
@@ -54,10 +55,7 @@ def write_results(spec: Spec, results: Path) -> list[Path]:
         for stale in folder.glob("seed-*.*") if folder.is_dir() else ():
             if stale.stem not in wanted:
                 stale.unlink()
-    for seed in spec.seeds:
-        run = RunFolder.of(spec, seed)
-        if not run.is_finished():
-            continue
+    for seed, run in finished_folders(spec):
         target = metrics_dir(results, spec.name) / f"seed-{seed}.json"
         atomic_write_text(target, json.dumps(result_metrics(run.read_metrics()), indent=2) + "\n")
         written.append(target)

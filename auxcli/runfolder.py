@@ -136,7 +136,7 @@ class RunFolder:
     last = property(lambda self: self.root / "last.pt")
     final = property(lambda self: self.root / "final.pt")
     complete = property(lambda self: self.root / "complete.json")  # the completion marker, written last
-    repro = property(lambda self: self.root / "repro")  # the reproducibility record (auxcli.bundle.record)
+    repro = property(lambda self: self.root / "repro")  # the reproducibility record (auxcli.runrecord)
 
     def is_finished(self) -> bool:
         """Finished and fully recorded: the completion marker exists (metrics.json alone is `incomplete`)."""

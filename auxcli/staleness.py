@@ -1,17 +1,9 @@
-"""Which resolved spec a run folder belongs to, and what state its result is in (torch-free).
+"""Why a run folder's result does not answer a spec: the field diff and the refusal `auxcli run` gives.
 
-A run folder and its MLflow run belong to one resolved spec: `spec.resolved.yaml` is written when the
-run starts and its sha256 is the `auxcli.spec_sha256` tag. A spec that resolves differently (any field,
-`--set train.lr=0.01` included) is never satisfied by that result (issue 9): `auxcli run` refuses with a
-field-by-field diff, `auxcli plan` shows `stale`.
-
-States of (spec, seed), as `auxcli plan` prints them:
-- `done`: the completion marker is written (metrics, MLflow artifacts and the closed run all exist);
-- `incomplete`: training finished (`metrics.json`) but recording did not; a re-run repairs it without
-  retraining;
-- `stale`: the folder holds another resolved spec's run;
-- `partial`: `last.pt` only (a re-run resumes);
-- `todo`: nothing yet.
+Which result belongs to which spec is `auxcli.catalogue`'s answer (by result identity, `auxcli.identity`);
+this module only explains a mismatch: the identity fields whose recorded value differs from the spec's.
+`spec_sha256` (the whole resolved spec's hash) is still recorded as the tag `auxcli.spec_sha256`, for
+what ran exactly; it no longer decides whether a result is reused.
 """
 
 from __future__ import annotations
@@ -19,45 +11,18 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from auxcli.catalogue import STATES, recorded_text
 from auxcli.errors import StaleResult
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.specfile import dump_spec
 
-STATES: tuple[str, ...] = ("done", "incomplete", "stale", "partial", "todo")
+__all__ = ["STATES", "field_diff", "spec_diff", "spec_sha256", "stale_error"]
 
 
 def spec_sha256(spec: Spec) -> str:
-    """sha256 of the resolved spec's YAML text: the identity of a result (tag `auxcli.spec_sha256`)."""
+    """sha256 of the resolved spec's YAML text (tag `auxcli.spec_sha256`): exactly what ran."""
     return hashlib.sha256(dump_spec(spec).encode()).hexdigest()
-
-
-def recorded_text(folder: RunFolder) -> str | None:
-    try:
-        return folder.spec.read_text(encoding="utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        return None
-
-
-def is_stale(spec: Spec, folder: RunFolder) -> bool:
-    """True when the folder holds a run of a different resolved spec (and anything worth keeping)."""
-    text = recorded_text(folder)
-    has_result = folder.metrics.exists() or folder.last.exists() or folder.complete.exists()
-    return has_result and text is not None and text != dump_spec(spec)
-
-
-def run_state(spec: Spec, seed: int) -> str:
-    """One of `STATES` for (spec, seed), from the run folder's files alone."""
-    folder = RunFolder.of(spec, seed)
-    if is_stale(spec, folder):
-        return "stale"
-    if folder.complete.exists():
-        return "done"
-    if folder.metrics.exists():
-        return "incomplete"
-    if folder.last.exists():
-        return "partial"
-    return "todo"
 
 
 def field_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -73,7 +38,9 @@ def field_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 
 def spec_diff(spec: Spec, folder: RunFolder) -> list[str]:
-    """`field: recorded -> now` for every field where the folder's resolved spec differs from `spec`."""
+    """`field: recorded -> now` for every identity field where the folder's resolved spec differs from
+    `spec` (fields outside the identity, such as `seeds` or `runtime.threads`, never make a result stale)."""
+    from auxcli.identity import identity_fields, spec_of_plain
     from auxcli.safeyaml import parse_yaml, plain
 
     text = recorded_text(folder) or ""
@@ -81,7 +48,11 @@ def spec_diff(spec: Spec, folder: RunFolder) -> list[str]:
         old = plain(parse_yaml(text, str(folder.spec), "the resolved spec")) or {}
     except Exception:  # a damaged spec.resolved.yaml: say so instead of a diff
         old = {}
-    return field_diff(old, spec.to_plain()) if old else [f"{folder.spec} cannot be read"]
+    if not isinstance(old, dict) or not old:
+        return [f"{folder.spec} cannot be read"]
+    recorded = spec_of_plain(old)  # defaults filled in as today, so only real differences show
+    diff = field_diff(identity_fields(recorded.to_plain() if recorded else old), identity_fields(spec.to_plain()))
+    return diff or [f"{folder.spec} is not a valid spec of this version"]
 
 
 def stale_error(spec: Spec, seed: int, folder: RunFolder) -> StaleResult:
@@ -89,9 +60,9 @@ def stale_error(spec: Spec, seed: int, folder: RunFolder) -> StaleResult:
     diff = spec_diff(spec, folder)
     shown = "; ".join(diff[:20]) + (f"; and {len(diff) - 20} more" if len(diff) > 20 else "")
     return StaleResult(
-        f"{folder.root} holds a run of a different spec '{spec.name}' (seed {seed}): {shown}. Its result does "
-        f"not answer this spec. Re-run with --force to replace it, or keep both by giving this one another "
-        f"name: --set name={spec.name}-2 (or edit name: in the spec).")
+        f"{folder.root} holds a result of other settings of spec '{spec.name}' (seed {seed}): {shown}. "
+        "Its result does not answer this spec. Re-run with --force to replace it, or keep both by giving this one "
+        f"another name: --set name={spec.name}-2 (or edit name: in the spec).")
 
 
 class _Unset:

@@ -5,7 +5,8 @@ The MLflow contract (the report, the DVC pipeline and users' queries read it):
   `sqlite:///<root>/mlflow.db` with artifacts in `<root>/mlartifacts`, where `<root>` is the project's
   repository (`auxcli.project.store_root`: also the user's repository inside `dvc exp run --temp`/`--queue`);
 - experiment `tracking.experiment`; one run per seed named `<name>-s<seed>`;
-- tags `auxcli.spec_name`, `auxcli.seed`, `auxcli.spec_sha256`, `auxcli.git_commit`, `auxcli.git_branch`,
+- tags `auxcli.spec_name`, `auxcli.seed`, `auxcli.spec_sha256` (the whole resolved spec), `auxcli.result_id`
+  (the result's identity, `auxcli.identity`), `auxcli.git_commit`, `auxcli.git_branch`,
   `auxcli.git_dirty`, and for transfers `auxcli.transfer.*` (source run id, checkpoint path and sha256);
 - params: the resolved spec flattened to dotted keys (`train.lr`, `transfer.from`, ...);
 - metrics per epoch with step=epoch (1-based); summary metrics once at the end (see `auxcli.train.metrics`);
@@ -354,21 +355,22 @@ class RunTracker:
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id or self.run_id, params=items[start:start + 100])
 
-    def spec_parent(self, spec_name: str, spec_sha256: str, tags: dict[str, str], params: dict[str, Any],
+    def spec_parent(self, spec_name: str, result_id: str, tags: dict[str, str], params: dict[str, Any],
                     description: str | None = None) -> str:
-        """The parent run of a spec (same name and resolved spec), created on first use with `description`;
+        """The parent run of a spec (same name and result identity, tag `auxcli.result_id`: a spec with
+        more seeds shares it), created on first use with `description`;
         returns its id. It stays RUNNING while seeds run and holds their aggregates (`update_parent`)."""
         def parents() -> list:
             return self.client.search_runs(
                 [self.experiment_id], order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
                 filter_string=f"tags.`{PARENT_TAG}` = 'true' and tags.`auxcli.spec_name` = '{spec_name}' "
-                              f"and tags.`auxcli.spec_sha256` = '{spec_sha256}'")
+                              f"and tags.`auxcli.result_id` = '{result_id}'")
 
         found = parents()
         if found:
             return found[0].info.run_id
         run = self.client.create_run(self.experiment_id, run_name=spec_name, tags={
-            **tags, PARENT_TAG: "true", "auxcli.spec_name": spec_name, "auxcli.spec_sha256": spec_sha256,
+            **tags, PARENT_TAG: "true", "auxcli.spec_name": spec_name, "auxcli.result_id": result_id,
             **({"mlflow.note.content": description} if description else {})})
         first = parents()[0].info.run_id  # seeds started at once (run --concurrent) agree on the oldest
         if first != run.info.run_id:

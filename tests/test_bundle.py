@@ -133,7 +133,9 @@ def test_finished_run_records_environment_code_data_and_provenance(at):
 
 def test_bundle_is_byte_identical_from_folder_spec_and_store(at):
     by_folder = invoke("bundle", "runs/pre/seed-0", "-o", "a.tar.gz")
-    by_spec = invoke("bundle", "pre.yaml", "-o", "b.tar.gz")
+    by_spec = invoke("bundle", "pre.yaml", "--set", "train.lr=0.05", "-o", "b.tar.gz")  # as it was run
+    other = invoke("bundle", "pre.yaml", "-o", "x.tar.gz")  # another identity: not these results
+    assert other.exit_code == 2 and "other settings" in other.output and not (at / "x.tar.gz").exists()
     run_id = json.loads((at / "runs" / "pre" / "seed-0" / "metrics.json").read_text())["mlflow_run_id"]
     by_store = invoke("bundle", f"runs:/{run_id}", "-o", "c.tar.gz")
     for result in (by_folder, by_spec, by_store):
@@ -372,7 +374,7 @@ def test_deterministic_runtime_sets_and_clears_the_flags(monkeypatch):
 
 
 def test_record_finds_extends_bases_once_and_dvc_md5(tmp_path):
-    from auxcli.bundle.record import data_record, spec_sources
+    from auxcli.runrecord import data_record, spec_sources
     from auxcli.spec import DataSpec
 
     (tmp_path / "common").mkdir()
@@ -413,7 +415,7 @@ def test_epochs_with_a_transfer_without_weights_trains_the_source_in_full(at):
 
 def test_dvc_md5_of_a_relative_data_root(workdir):
     """Specs write `root: data`; its parents include `.`, whose empty name must not break the search."""
-    from auxcli.bundle.record import dvc_md5
+    from auxcli.runrecord import dvc_md5
 
     (workdir / ".dvc").mkdir()
     (workdir / "data").mkdir()
@@ -424,7 +426,7 @@ def test_dvc_md5_of_a_relative_data_root(workdir):
 
 def test_dvc_md5_of_data_made_by_the_pipelines_data_stage(workdir):
     """`auxcli data prepare` runs as the `data` stage: its md5 is in dvc.lock, not in a .dvc file."""
-    from auxcli.bundle.record import dvc_md5
+    from auxcli.runrecord import dvc_md5
 
     (workdir / ".dvc").mkdir()
     (workdir / "data" / "synthetic").mkdir(parents=True)

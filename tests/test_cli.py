@@ -96,7 +96,7 @@ def test_dry_run_says_what_each_seed_would_do_and_why_and_writes_nothing(workdir
     before = sorted(p for p in workdir.rglob("*"))
 
     result = invoke("run", "s.yaml", "--dry-run")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output  # seed 1 would be refused, so the dry run says so in its code
     out = result.stdout
     assert "s seed 0: done -> skip (--force retrains)" in out
     assert "s seed 1: stale -> refuse, exit 2 (--force replaces it; --set name=s-2 keeps both)" in out

@@ -321,7 +321,7 @@ def test_data_prepare_checks_a_folder_and_builds_its_cache_without_downloading(i
 
 
 def test_bundle_data_record_of_a_folder_holds_images_and_mapping_not_the_cache(image_root, workdir):
-    from auxcli.bundle.record import data_record
+    from auxcli.runrecord import data_record
 
     mapping = write_mapping(workdir / "mapping.yaml", CLASSES)
     spec = DataSpec(dataset="folder", root=str(image_root), image_size=16, superclasses=str(mapping))

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from auxcli.cli import app
 from auxcli.errors import SpecError
-from auxcli.plan import plan_order, run_status
+from auxcli.catalogue import folder_state as run_status
+from auxcli.plan import plan_order
 from auxcli.spec import Spec
 from auxcli.specfile import load_spec, spec_files
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.bundle.archive import Content, write_bundle
-from auxcli.bundle.record import RECORD_DIR
+from auxcli.runrecord import RECORD_DIR
 from auxcli.tracking import RUN_ID, names_a_run
 from auxcli.errors import BundleError
 
@@ -68,13 +68,13 @@ class BundleResult:
 
 
 def build_bundle(targets: Sequence[str], out: Path | None = None, *, with_weights: bool = False,
-                 tracking_uri: str | None = None) -> BundleResult:
+                 tracking_uri: str | None = None, overrides: Sequence[str] = ()) -> BundleResult:
     """Resolve `targets`, pull in transfer sources, write the archive (default `bundle-<id12>.tar.gz`)."""
     with tempfile.TemporaryDirectory(prefix="auxcli-bundle-") as tmp:
         downloads = Path(tmp)
         runs: dict[tuple[str, int], BundledRun] = {}
         for target in targets:
-            for run in resolve_target(target, tracking_uri, downloads, with_weights):
+            for run in resolve_target(target, tracking_uri, downloads, with_weights, overrides):
                 _add_run(runs, run)
         queue = list(runs.values())
         while queue:  # transfer sources, and their sources
@@ -147,9 +147,10 @@ def run_members(run: BundledRun, with_weights: bool) -> dict[str, Content]:
 
 # ---------------------------------------------------------------------------------------------- targets
 
-def resolve_target(target: str, tracking_uri: str | None, downloads: Path, weights: bool = False
-                   ) -> list[BundledRun]:
-    """A run folder, a folder of seeds, `runs:/<id>` or a bare run id, a spec file, or a spec name."""
+def resolve_target(target: str, tracking_uri: str | None, downloads: Path, weights: bool = False,
+                   overrides: Sequence[str] = ()) -> list[BundledRun]:
+    """A run folder, a folder of seeds, `runs:/<id>` or a bare run id, a spec file (resolved with
+    `overrides`: --params' leaves, then --set), or a spec name."""
     path = Path(target)
     if path.is_dir():
         if (path / "metrics.json").is_file():
@@ -161,12 +162,15 @@ def resolve_target(target: str, tracking_uri: str | None, downloads: Path, weigh
     if names_a_run(target):
         return [mlflow_run(target.removeprefix("runs:/").split("/")[0], tracking_uri, downloads, weights)]
     if path.suffix in (".yaml", ".yml") or path.is_file():
-        from auxcli.runfolder import RunFolder
+        from auxcli.catalogue import finished_folders, folder_state
         from auxcli.specfile import load_spec
 
-        spec = load_spec(path)
-        folders = [RunFolder.of(spec, seed) for seed in spec.seeds]
-        done = [f.root for f in folders if f.is_finished()]
+        spec = load_spec(path, overrides)
+        done = [folder.root for _, folder in finished_folders(spec)]  # this spec's identity only
+        if not done and any(folder_state(spec, seed) == "stale" for seed in spec.seeds):
+            raise BundleError(f"{target}: the run folders of spec '{spec.name}' hold results of other settings "
+                              "than the spec as resolved here; pass the --params/--set they were run with "
+                              f"(`auxcli run {target} --dry-run` shows the differing fields).")
         if not done:
             raise BundleError(f"{target}: spec '{spec.name}' has no finished seed in {spec.runtime.runs_dir}/; "
                               f"run it first: auxcli run {target}")

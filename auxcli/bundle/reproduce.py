@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from auxcli.bundle.archive import VerifiedBundle, extract_bundle, verify_bundle
-from auxcli.bundle.record import RECORD_DIR
+from auxcli.runrecord import RECORD_DIR
 from auxcli.errors import BundleError, DataError
 from auxcli.project import anchored
 from auxcli.runfolder import read_history
@@ -90,7 +90,7 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
                      echo: Callable[[str], Any] = print) -> ReproduceResult:
     from tabulate import tabulate
 
-    from auxcli.bundle.record import code_state, environment, runtime_choices
+    from auxcli.runrecord import code_state, environment, runtime_choices
     from auxcli.train.runtime import resolve_runtime
 
     bundle = verify_bundle(path)
@@ -208,7 +208,7 @@ def _has_weights(bundle: VerifiedBundle, member_dir: str) -> bool:
 
 
 def _run(spec, seed: int, stop: int | None, recorded: Path):
-    from auxcli.bundle.record import Provenance
+    from auxcli.runrecord import Provenance
     from auxcli.train.runner import run_seed
 
     provenance = Provenance.capture(recorded / "spec.resolved.yaml")
@@ -260,7 +260,7 @@ def differences(recorded: Path, env_now: dict[str, Any], code_now: dict[str, Any
 
 def current_data(data: DataSpec) -> dict[str, Any]:
     """The data record of the files here (see `record.data_record`)."""
-    from auxcli.bundle.record import data_record
+    from auxcli.runrecord import data_record
     from auxcli.data.load import load_data
 
     load_data(data)  # generates a synthetic archive, or downloads one, as the run would

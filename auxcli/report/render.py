@@ -114,6 +114,12 @@ def footer_lines(report: Report) -> list[str]:
         names = ", ".join(f"{r['run_name']} ({r['status']})" for r in f["excluded_runs"][:10])
         more = " ..." if len(f["excluded_runs"]) > 10 else ""
         lines.append(f"Left out (not finished): {counts}: {names}{more}.")
+    if f.get("other_settings"):
+        lines.append(f"{f['other_settings']} runs of other settings not shown; `--all-settings` lists them "
+                     "(results of another identity than the reported spec's, see README).")
+        for r in f.get("other_settings_runs", []):
+            differs = "; ".join(r["differs"]) or "settings differ"
+            lines.append(f"  {r['run_name']} ({r['status']}, run {r['run_id']}): {differs}")
     if f.get("superseded"):
         lines.append(f"Left out: {f['superseded']} older finished run(s) of a seed that was run again.")
     if f.get("report_runs"):

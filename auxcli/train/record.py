@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from auxcli import console
-from auxcli.bundle.record import RECORD_DIR, write_record
+from auxcli.runrecord import RECORD_DIR, write_record
 from auxcli.errors import OutputError
 from auxcli.gitinfo import git_state
 from auxcli.data.identity import DataIdentity, data_identity
@@ -31,6 +31,8 @@ from auxcli.lineage import command_line, parent_description, run_description, so
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.specfile import dump_spec
+from auxcli.catalogue import mlflow_run_belongs
+from auxcli.identity import IDENTITY_TAG, result_id
 from auxcli.staleness import spec_sha256
 from auxcli.testhooks import pause_point
 from auxcli.tracking import RunTracker, flatten, where_message
@@ -67,7 +69,8 @@ class RunRecorder:
     def __init__(self, spec: Spec, seed: int, folder: RunFolder, params: dict[str, str] | None = None):
         """`params`: recorded beside the flattened spec when the MLflow run starts (the resolved runtime)."""
         self.spec, self.seed, self.folder = spec, seed, folder
-        self.spec_sha256 = spec_sha256(spec)  # the result's identity, in every checkpoint, tag and marker
+        self.spec_sha256 = spec_sha256(spec)  # exactly what ran (tag auxcli.spec_sha256)
+        self.result_id = result_id(spec)  # the result's identity, in every checkpoint, tag and marker
         self.params = params or {}
         self.tracker: RunTracker | None = None
         self.run_id: str | None = None
@@ -101,10 +104,11 @@ class RunRecorder:
         standard = source_tags(git, command)
         params = flatten(spec.to_plain())
         self.parent_run_id = tracker.spec_parent(
-            spec.name, sha, {**standard, **git.as_tags()}, params,
+            spec.name, self.result_id, {**standard, **git.as_tags(), "auxcli.spec_sha256": sha}, params,
             description=parent_description(spec, command=command, spec_text=dump_spec(spec)))
         all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
-                    "auxcli.spec_sha256": sha, RUN_FOLDER_TAG: self._folder_tag(), **git.as_tags(), **standard,
+                    "auxcli.spec_sha256": sha, IDENTITY_TAG: self.result_id, RUN_FOLDER_TAG: self._folder_tag(),
+                    **git.as_tags(), **standard,
                     **tags}
         self.run_id = tracker.start(run_label(spec, self.seed), all_tags, {**params, **self.params},
                                     parent_run_id=self.parent_run_id)
@@ -122,13 +126,13 @@ class RunRecorder:
         assert self.tracker is not None
         self.folder.write_history(history)
         save_checkpoint(self.folder.last, {"format": LAST_FORMAT, **resume_state, "mlflow_run_id": self.run_id,
-                                           "spec_sha256": self.spec_sha256})
+                                           "spec_sha256": self.spec_sha256, "result_id": self.result_id})
         pause_point("after-checkpoint")
         self.tracker.log_metrics(_epoch_metrics(row), step=epoch)
 
     def record_final(self, summary: dict[str, float], final_state: dict[str, Any],
                      record: dict[str, bytes] | None = None) -> None:
-        """`final.pt`, summary metrics, the `repro/` record (`auxcli.bundle.record`), then `metrics.json`
+        """`final.pt`, summary metrics, the `repro/` record (`auxcli.runrecord`), then `metrics.json`
         (its presence means finished) and the artifacts, the record as the artifact folder `repro/`."""
         assert self.tracker is not None
         folder = self.folder
@@ -182,7 +186,7 @@ class RunRecorder:
             run = self.tracker.client.get_run(run_id)
         except Exception:  # deleted, or another store
             return False
-        if run.data.tags.get("auxcli.spec_sha256") != self.spec_sha256:
+        if not mlflow_run_belongs(self.spec, run.data.tags, self.folder):
             return False
         if not self.tracker.resume(run_id):
             return False
@@ -254,6 +258,7 @@ class RunRecorder:
         if status == "FINISHED" and self.folder.metrics.exists():  # not a run stopped early (reproduce)
             pause_point("before-marker")
             self.folder.write_completion({"mlflow_run_id": self.run_id, "spec_sha256": self.spec_sha256,
+                                          "result_id": self.result_id,
                                           "spec_name": self.spec.name, "seed": self.seed})
         if status == "FINISHED" and self.run_id is not None:
             console.result(where_message(self.tracker, run_label(self.spec, self.seed), self.folder.root,

@@ -28,7 +28,7 @@ import torch
 
 from auxcli import console
 from auxcli.augment.targets import Targets
-from auxcli.bundle.record import Provenance, run_record, runtime_choices
+from auxcli.runrecord import Provenance, run_record, runtime_choices
 from auxcli.augment.pipeline import build_eval_transform, build_train_augment
 from auxcli.data.batches import augment_seed, epoch_permutation, images_in_batches
 from auxcli.data.labelsets import label_set_sizes, labels_for, num_classes
@@ -40,7 +40,8 @@ from auxcli.models.batchnorm import use_ghost_batch_norm, use_sync_batch_norm
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone
 from auxcli.spec import Spec, launch_problems
-from auxcli.staleness import is_stale, spec_sha256, stale_error
+from auxcli.catalogue import checkpoint_belongs, holds_other_settings
+from auxcli.staleness import stale_error
 from auxcli.tasks import Task, build_tasks
 from auxcli.train.checkpoint import LAST_FORMAT, load_checkpoint, restore_rng_state, rng_state
 from auxcli.train.distributed import Ranks, current
@@ -130,7 +131,7 @@ def _look_up(spec: Spec, seed: int, folder: RunFolder, *, resume: bool, force: b
     folder.prepare()
     folder.remove_stale_temporaries()
     if not force:
-        if is_stale(spec, folder):
+        if holds_other_settings(spec, folder):
             raise stale_error(spec, seed, folder)
         if folder.is_finished():
             console.info(f"{run_label(spec, seed)}: complete ({folder.metrics}); use --force to retrain.")
@@ -281,7 +282,7 @@ def _load_resumable(folder: RunFolder, spec: Spec) -> dict[str, Any] | None:
     if not folder.last.exists():
         return None
     checkpoint = load_checkpoint(folder.last, LAST_FORMAT)
-    if checkpoint.get("spec_sha256") != spec_sha256(spec):
+    if not checkpoint_belongs(spec, checkpoint, folder):
         raise CheckpointError(f"{folder.last} was written by a different version of spec '{spec.name}'; "
                               "resuming would mix two experiments. Re-run with --force to start over.")
     return checkpoint

@@ -13,7 +13,8 @@ and to the MLflow artifact folder `repro/`, so a bundle can be built from either
 - `provenance.json` (+ `spec/`): the spec file as written with its `extends:` bases, the overrides and
   the command line that produced the run, and the transfer source when there is one.
 
-This module imports neither torch nor MLflow at import time (the CLI builds `Provenance` before any).
+It sits below both `train/` (which writes the record) and `bundle/` (which packs and compares it), and
+imports neither torch nor MLflow at import time (the CLI builds `Provenance` before any).
 """
 
 from __future__ import annotations
