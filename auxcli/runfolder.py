@@ -181,7 +181,8 @@ class RunFolder:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(history)
+        # `epoch` as 1, 2, ... (never 1.0): plots and readers take it for the integer it is
+        writer.writerows({**row, "epoch": int(row["epoch"])} if "epoch" in row else row for row in history)
         atomic_write_text(self.history, out.getvalue())
 
     def read_history(self) -> list[dict[str, float]]:
