@@ -454,7 +454,8 @@ def analyze(
     embedding: Annotated[Embedding, typer.Option(help="2-D embedding: pca, or tsne (needs scikit-learn).")]
     = Embedding.pca,
     tracking_uri: TrackingUriOption = None,
-    mlflow: Annotated[bool, typer.Option(help="Log the files to a new MLflow run `auxcli-analysis`.")] = True,
+    mlflow: Annotated[bool, typer.Option(
+        help="Log the files to a new MLflow run `auxcli-analysis` in the experiment `<experiment>-analysis`.")] = True,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:k] | mps")] = "auto",
 ) -> None:
     """Compare runs' test-set features: linear CKA matrix and heatmap, 2-D embeddings by superclass, and a

@@ -9,8 +9,9 @@ The MLflow contract (the report, the DVC pipeline and users' queries read it):
   `auxcli.git_dirty`, and for transfers `auxcli.transfer.*` (source run id, checkpoint path and sha256);
 - params: the resolved spec flattened to dotted keys (`train.lr`, `transfer.from`, ...);
 - metrics per epoch with step=epoch (1-based); summary metrics once at the end (see `auxcli.train.metrics`);
-- `auxcli analyze` logs to its own runs, named `auxcli-analysis` and tagged `auxcli.analysis=true`
-  (`ANALYSIS_TAG`), with the input runs' ids in `auxcli.analysis.input_run_ids`; reports skip them.
+- `auxcli analyze` logs to its own runs in the experiment `<experiment>-analysis`, named `auxcli-analysis`
+  and tagged `auxcli.analysis=true` (`ANALYSIS_TAG`), with the input runs' ids in
+  `auxcli.analysis.input_run_ids`; reports skip them.
 
 What the MLflow UI and its users expect as well (MLflow 3):
 - the experiment is tagged `mlflow.experimentKind=custom_model_development`, MLflow 3's kind for model
