@@ -481,7 +481,8 @@ def analyze(
     embedding: Annotated[Embedding, typer.Option(help="2-D embedding: pca, or tsne (needs scikit-learn).")]
     = Embedding.pca,
     tracking_uri: TrackingUriOption = None,
-    mlflow: Annotated[bool, typer.Option(help="Log the files to a new MLflow run `auxcli-analysis`.")] = True,
+    mlflow: Annotated[bool, typer.Option(
+        help="Log the files to a new MLflow run `auxcli-analysis` in the experiment `<experiment>-analysis`.")] = True,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:k] | mps")] = "auto",
 ) -> None:
     """Compare runs' test-set features: linear CKA matrix and heatmap, 2-D embeddings by superclass, and a
@@ -533,6 +534,7 @@ def pipeline(
 ) -> None:
     """Write dvc.yaml: a data stage, one stage per spec (transfers after their sources), metrics and plots."""
     from auxcli.pipeline import dvc_yaml, ensure_dvcignore, suite_folder
+    from auxcli.plottemplate import ensure_plot_template
     from auxcli.runfolder import atomic_write_text
     from auxcli.specfile import load_spec, params_overrides
 
@@ -546,7 +548,10 @@ def pipeline(
     if not Path(params).exists():
         atomic_write_text(Path(params), "{}\n")
     ensure_dvcignore()
-    typer.echo(f"wrote {out} (data + {len(files)} run stages{f', suite {suite}' if suite else ''})")
+    template = ensure_plot_template()
+    typer.echo(f"wrote {out} (data + {len(files)} run stages + summary{f', suite {suite}' if suite else ''})"
+               + (f" and {template}" if template else "; no .dvc/ here: run `dvc init`, then this again for the "
+                  "plot template"))
 
 
 @app.command()
@@ -555,13 +560,19 @@ def results(
     set_: SetOption = None,
     params: ParamsOption = None,
     out: Annotated[Path, typer.Option(help="Folder of the git-tracked results.")] = Path("results"),
+    summary: Annotated[bool, typer.Option(
+        "--summary", help="Only write <out>/summary.json from the per-run files already there: mean, std and n "
+        "of each spec's headline metric (the pipeline's `summary` stage).")] = False,
 ) -> None:
-    """Copy each finished run's final numbers (numeric only) and history under results/, for DVC to compare."""
-    from auxcli.results import write_results
+    """Copy each finished run's summary metrics (numeric only) and history under results/, for DVC to compare."""
+    from auxcli.results import write_results, write_summary
     from auxcli.specfile import load_spec
 
     files, overrides = _spec_files(paths), _overrides(params, set_)
     _note_pipeline_params(files, overrides, params)
+    if summary:
+        typer.echo(f"wrote {write_summary([load_spec(f, overrides) for f in files], out)}")
+        return
     written = [p for f in files for p in write_results(load_spec(f, overrides), out)]
     typer.echo(f"wrote {len(written)} files under {out}/")
 

@@ -148,9 +148,17 @@ def _stop(running: list[Job], signum: int, grace_seconds: float = 10.0) -> None:
         job.reader.join()
 
 
+def child_command(job: Job, child_options: list[str]) -> list[str]:
+    """`auxcli run FILE --seed S` with the job's overrides and `child_options`, saying as much as this process
+    (-q/-v: a child's own command line would otherwise reset the inherited AUXCLI_VERBOSITY to normal)."""
+    from auxcli.console import verbosity_flags
+
+    return [sys.executable, "-m", "auxcli", *verbosity_flags(), "run", str(job.file), "--seed", str(job.seed),
+            *[arg for override in job.overrides for arg in ("--set", override)], *child_options]
+
+
 def _start(job: Job, child_options: list[str], lock: threading.Lock) -> None:
-    command = [sys.executable, "-m", "auxcli", "run", str(job.file), "--seed", str(job.seed),
-               *[arg for override in job.overrides for arg in ("--set", override)], *child_options]
+    command = child_command(job, child_options)
     env = {**os.environ, **({"OMP_NUM_THREADS": str(job.threads)} if job.threads else {})}
     job.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                    env=env)

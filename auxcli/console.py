@@ -32,6 +32,12 @@ def verbosity() -> int:
         return 0
 
 
+def verbosity_flags() -> list[str]:
+    """The command-line flags of the current level (`-q`, `-v`, `-vv`), for an `auxcli` child process."""
+    level = verbosity()
+    return ["-q"] if level < 0 else ["-v"] * level
+
+
 def info(message: str) -> None:
     """A progress message (start, resume, skip); silent with -q."""
     if verbosity() >= 0:

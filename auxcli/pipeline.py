@@ -10,12 +10,17 @@ every spec (`seeds`, `train.epochs`, ...; `dvc exp run -S train.epochs=5` edits 
   `extends` bases, the auxcli package, the data folder, every key of params.yaml and, for a transfer,
   the source's run folder (which is how DVC orders pretraining before probing and fine-tuning). Outputs:
   the run folder `runs/<name>/` (cached: weights, history, metrics, resolved spec; `last.pt` is in
-  `.dvcignore`), and git-tracked `results/metrics/<name>/` (DVC metrics, numeric) and
-  `results/history/<name>/` (what the plots draw). DVC deletes the run folder before re-running a stage,
+  `.dvcignore`), and git-tracked `results/metrics/<name>/` (every summary metric per seed) and
+  `results/history/<name>/` (what the plots draw), plain outputs rather than DVC metrics: `dvc exp show`
+  would print every key of every run side by side. DVC deletes the run folder before re-running a stage,
   so a stage it runs trains afresh without `--force`, and a workspace restored by `dvc pull` has nothing
   to do.
-Top-level `plots:` draw accuracy and loss per epoch (train and test) for each run, and the study's
-Figures 2 and 3 (training loss/accuracy of the fine-tuning runs against training from scratch).
+- `summary`, after every spec stage: `auxcli results --summary` writes `results/summary.json` (per spec:
+  mean, std and n of its headline metric over its seeds), the only DVC metrics file, so `dvc exp show` and
+  `dvc metrics diff` show one narrow column per number, named `<spec name>.mean`.
+Top-level `plots:` draw, per table of the study, one chart per history metric that overlays every run of
+the table (specs outside the study: per spec), and the study's Figures 2 and 3 (training loss/accuracy of
+the fine-tuning runs against training from scratch); all with whole epochs on x (`auxcli.plottemplate`).
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ from ruamel.yaml import YAML
 
 from auxcli.errors import Problem, SpecError
 from auxcli.plan import plan_order
-from auxcli.results import RESULTS_DIR, history_dir, metrics_dir
+from auxcli.plottemplate import EPOCH_TEMPLATE
+from auxcli.results import RESULTS_DIR, history_dir, metrics_dir, summary_path
 from auxcli.spec import Spec
 
 SUITES_DIR = "specs"
 DEFAULT_SUITE = "mini"
 DATA_PARAMS: tuple[str, ...] = ("suite", "data")  # the params.yaml keys the data stage reads
+SUMMARY_STAGE = "summary"
 
 
 def read_params(params_file: str | Path) -> dict:
@@ -152,10 +159,18 @@ def pipeline_stages(specs: list[tuple[Path, Spec]], *, params_file: str = "param
             "deps": [*spec_deps[spec.name], *code, *([own_data] if own_data else []), *_mapping_dep(spec),
                      *([_source_dep(source)] if source is not None else [])],
             "params": [{params_file: None}],
+            # git-tracked results; plain outputs, not DVC metrics: `dvc exp show` would print every key of
+            # every run side by side (the `summary` stage's file is what it shows)
             "outs": ([_run_dir(spec)] if _run_dir(spec) else [])
-            + [{history_dir(Path(RESULTS_DIR), spec.name).as_posix(): {"cache": False}}],
-            "metrics": [{metrics_dir(Path(RESULTS_DIR), spec.name).as_posix(): {"cache": False}}],
+            + [{history_dir(Path(RESULTS_DIR), spec.name).as_posix(): {"cache": False}},
+               {metrics_dir(Path(RESULTS_DIR), spec.name).as_posix(): {"cache": False}}],
         }
+    stages[SUMMARY_STAGE] = {
+        "cmd": f"auxcli results {spec_args} --params {q(params_file)} --summary",
+        "deps": [*code, *(metrics_dir(Path(RESULTS_DIR), name).as_posix() for name in stages if name in files)],
+        "params": [{params_file: None}],  # `seeds` picks the per-run files it reads
+        "metrics": [{summary_path(Path(RESULTS_DIR)).as_posix(): {"cache": False}}],
+    }
     return stages
 
 
@@ -174,27 +189,51 @@ def _source_dep(source: Spec) -> str:
 
 
 def pipeline_plots(specs: list[Spec]) -> list[dict]:
-    """Top-level `plots:`: accuracy and loss per epoch (train and test) for each run, and Figures 2-3."""
-    from auxcli.report.paper import FIGURES, match_key
+    """Top-level `plots:`: per table of the study (specs outside it: per spec), one chart per history metric
+    that overlays every seed of every spec in it; and Figures 2-3. The x axis is whole epochs."""
+    from auxcli.report.paper import FIGURES, TABLES, match_key
 
     def history(spec: Spec, seed: int) -> str:
         return (history_dir(Path(RESULTS_DIR), spec.name) / f"seed-{seed}.csv").as_posix()
 
     plots: list[dict] = []
-    for spec in plan_order(specs):
-        for seed in spec.seeds:
-            for label, fields in _history_fields(spec).items():
-                plots.append({f"{spec.name}-s{seed} {label}": {
-                    "x": "epoch", "y": {history(spec, seed): fields},
-                    "y_label": label, "title": f"{spec.name} seed {seed}: {label} per epoch"}})
+    for group, title, members in _plot_groups(plan_order(specs), TABLES, match_key):
+        metrics = _unique([m for spec in members for fields in _history_fields(spec).values() for m in fields])
+        for metric in metrics:
+            y = {history(spec, seed): metric for spec in members if metric in _fields(spec) for seed in spec.seeds}
+            plots.append({f"{group} {metric}": {"x": "epoch", "y": y, "template": EPOCH_TEMPLATE,
+                                                "x_label": "epoch", "y_label": metric,
+                                                "title": f"{title}: {metric} per epoch"}})
     by_key = {m[1]: s for s in specs if (m := match_key(s.name))}
     for figure in FIGURES:
         keys = [key for key, _ in figure.curves] + [figure.baseline[0]]
         y = {history(by_key[k], seed): figure.metric for k in keys if k in by_key for seed in by_key[k].seeds}
         if len(y) > 1:
-            plots.append({figure.id: {"x": "epoch", "y": y, "y_label": figure.ylabel,
+            plots.append({figure.id: {"x": "epoch", "y": y, "template": EPOCH_TEMPLATE, "x_label": "epoch",
+                                      "y_label": figure.ylabel,
                                       "title": f"{figure.title} (vs {figure.baseline[0]} from scratch)"}})
     return plots
+
+
+def _plot_groups(specs: list[Spec], tables, match_key) -> list[tuple[str, str, list[Spec]]]:
+    """(plot id prefix, title, specs) per table of the study that the specs fill (`mini-table2` for suite
+    mini; a table needs a row of its own), in table order, then one group per spec outside the study."""
+    groups: list[tuple[str, str, list[Spec]]] = []
+    matched = {spec.name: m for spec in specs if (m := match_key(spec.name))}
+    suites = _unique([suite for suite, _ in matched.values()])
+    for suite in suites:
+        for table in tables:
+            members = [s for row in table.rows for s in specs if matched.get(s.name) == (suite, row.key)]
+            # a table only of rows another table owns (Table 2's gt row is table1-gt) would repeat that chart
+            if any(matched[s.name][1].startswith(table.id + "-") for s in members):
+                group = f"{suite}-{table.id}" if suite else table.id
+                groups.append((group, table.title.split(":")[0] + (f" ({suite})" if suite else ""), members))
+    groups += [(spec.name, spec.name, [spec]) for spec in specs if spec.name not in matched]
+    return groups
+
+
+def _fields(spec: Spec) -> list[str]:
+    return [m for fields in _history_fields(spec).values() for m in fields]
 
 
 def _history_fields(spec: Spec) -> dict[str, list[str]]:

@@ -30,6 +30,17 @@ from auxcli.spec import Spec
 TMP_SUFFIX = ".tmp"
 
 
+def _readable_like_any_file(fd: int) -> None:
+    """mkstemp makes 0600; a file the user makes is 0666 less the umask (0644 under umask 022), so that
+    bundles and results can be shared. Reading the umask means setting it: it is set back at once."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    try:
+        os.fchmod(fd, 0o666 & ~mask)
+    except OSError:  # a file system without modes: its own default stands
+        pass
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
 
@@ -50,6 +61,7 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
     except OSError as exc:
         raise output_error(path, exc) from None
     try:
+        _readable_like_any_file(fd)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -181,7 +193,8 @@ class RunFolder:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(history)
+        # `epoch` as 1, 2, ... (never 1.0): plots and readers take it for the integer it is
+        writer.writerows({**row, "epoch": int(row["epoch"])} if "epoch" in row else row for row in history)
         atomic_write_text(self.history, out.getvalue())
 
     def read_history(self) -> list[dict[str, float]]:

@@ -50,8 +50,8 @@ def read_text_file(path: Path, what: str, allowed: str) -> str:
 
     try:
         info = os.stat(path)
-    except FileNotFoundError:
-        raise fail(f"no such {what}") from None
+    except FileNotFoundError:  # what a YAML file should hold is beside the point
+        raise SpecError([Problem(source, None, None, "", f"no such file ({what})")]) from None
     except OSError as exc:
         raise fail(f"cannot read this {what}: {exc.strerror}") from None
     if stat.S_ISDIR(info.st_mode):

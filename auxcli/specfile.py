@@ -31,9 +31,13 @@ Path_ = tuple[Any, ...]
 
 
 def spec_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand directories to the `*.yaml`/`*.yml` specs below them, sorted; bases (`_*.yaml`) skipped."""
+    """Expand directories to the `*.yaml`/`*.yml` specs below them, sorted; bases (`_*.yaml`) skipped.
+
+    A missing `key=value` is an override typed without `--set`: `SpecError` saying so."""
     found: list[Path] = []
     for p in map(Path, paths):
+        if "=" in p.name and not p.exists():
+            raise SpecError([Problem(str(p), None, None, "", f"looks like an override: use --set {p}", None)])
         if p.is_dir():
             found += sorted(f for f in p.rglob("*.y*ml") if f.suffix in (".yaml", ".yml")
                             and not f.name.startswith("_"))

@@ -10,8 +10,9 @@ The MLflow contract (the report, the DVC pipeline and users' queries read it):
   `auxcli.git_dirty`, and for transfers `auxcli.transfer.*` (source run id, checkpoint path and sha256);
 - params: the resolved spec flattened to dotted keys (`train.lr`, `transfer.from`, ...);
 - metrics per epoch with step=epoch (1-based); summary metrics once at the end (see `auxcli.train.metrics`);
-- `auxcli analyze` logs to its own runs, named `auxcli-analysis` and tagged `auxcli.analysis=true`
-  (`ANALYSIS_TAG`), with the input runs' ids in `auxcli.analysis.input_run_ids`; reports skip them.
+- `auxcli analyze` logs to its own runs in the experiment `<experiment>-analysis`, named `auxcli-analysis`
+  and tagged `auxcli.analysis=true` (`ANALYSIS_TAG`), with the input runs' ids in
+  `auxcli.analysis.input_run_ids`; reports skip them.
 
 What the MLflow UI and its users expect as well (MLflow 3):
 - the experiment is tagged `mlflow.experimentKind=custom_model_development`, MLflow 3's kind for model
@@ -20,8 +21,8 @@ What the MLflow UI and its users expect as well (MLflow 3):
 - standard tags: `mlflow.source.name`/`.type`, `mlflow.source.git.commit`/`.branch`/`.repoURL`,
   `mlflow.user`, and `mlflow.note.content` (the run's description: command line and resolved spec);
 - one parent run per spec (`<name>`, tag `auxcli.parent=true`, no `auxcli.seed`) with each seed's run
-  nested under it (`mlflow.parentRunId`); the parent holds the mean and `<metric>_std` (sample std) of
-  the seeds' summary metrics and `seeds_finished`, updated as seeds finish;
+  nested under it (`mlflow.parentRunId`); the parent holds the mean and `<metric>_std` (sample std, from
+  two seeds on) of the seeds' summary metrics and `seeds_finished`, updated as seeds finish;
 - the data set as the run's dataset input (name, digest, source), the final weights as a logged model
   (MLflow 3 `LoggedModel`, so "Models" and the registry work), and for transfers the source run's
   logged model as a model input;
@@ -429,8 +430,14 @@ class RunTracker:
 
         from mlflow.entities import LoggedModelOutput, Metric
 
-        name = re.sub(r"[/:.%\"']", "_", name)  # characters MLflow refuses in model names (spec names allow '.')
-        model = self.client.create_logged_model(self.experiment_id, name=name, source_run_id=self.run_id,
+        # MLflow's store refuses / : . % " ' in model names (mlflow.utils.validation._validate_logged_model_name),
+        # which spec names allow ('.' in a sweep point `smoke-lr0.05`): the exact name is the tag auxcli.spec_name.
+        # The UI's "Logged from" reads the model's own mlflow.source.* tags, so they are the run's.
+        run_tags = self.client.get_run(self.run_id).data.tags
+        tags = {**{k: v for k, v in run_tags.items() if k.startswith("mlflow.source.") or k == "mlflow.user"},
+                "auxcli.spec_name": name}
+        model = self.client.create_logged_model(self.experiment_id, name=re.sub(r"[/:.%\"']", "_", name),
+                                                source_run_id=self.run_id, tags=tags,
                                                 params={k: str(v)[:6000] for k, v in (params or {}).items()},
                                                 model_type="auxcli")
         try:
@@ -507,7 +514,8 @@ def ensure_experiment(client: Any, name: str) -> str:
 
 def seed_aggregates(per_seed: list[dict[str, float]]) -> dict[str, float]:
     """Per summary metric (`final_*`, `best_*`): the mean over seeds under its own name, the sample std
-    (ddof=1, 0 for one seed) as `<name>_std`, and `seeds_finished`."""
+    (ddof=1) as `<name>_std`, and `seeds_finished`. One seed gets no `_std`: a sample std is undefined for
+    n = 1, and a 0 would read as "perfectly reproducible"."""
     import math
     import statistics
 
@@ -517,7 +525,8 @@ def seed_aggregates(per_seed: list[dict[str, float]]) -> dict[str, float]:
         values = [m[key] for m in per_seed if key in m and math.isfinite(m[key])]
         if values:
             out[key] = statistics.fmean(values)
-            out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            if len(values) > 1:
+                out[f"{key}_std"] = statistics.stdev(values)
     return out
 
 

@@ -107,7 +107,9 @@ def test_analyze_writes_files_and_an_mlflow_run_that_reports_ignore(tiny_spec, w
         assert (workdir / "ana" / name).read_bytes()[:8] == PNG_MAGIC
 
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("auxcli")
+    training = client.get_experiment_by_name("auxcli").experiment_id
+    assert not client.search_runs([training], "tags.`auxcli.analysis` = 'true'")  # out of the training runs' table
+    experiment = client.get_experiment_by_name("auxcli-analysis")
     analysis = client.search_runs([experiment.experiment_id], "tags.`auxcli.analysis` = 'true'")
     assert len(analysis) == 1
     run = analysis[0]
@@ -117,8 +119,8 @@ def test_analyze_writes_files_and_an_mlflow_run_that_reports_ignore(tiny_spec, w
     assert {"analysis/cka.csv", "analysis/cka.png", "analysis/probe.json"} <= artifacts
     assert any(k.startswith("ridge_probe_test_acc.gt-s0") for k in run.data.metrics)
 
-    # the report neither counts nor lists the analysis run
-    records = Store(f"sqlite:///{workdir / 'mlflow.db'}", "auxcli").runs()
+    # the report neither counts nor lists the analysis run, which it would skip even in the training experiment
+    records = Store(f"sqlite:///{workdir / 'mlflow.db'}", "auxcli-analysis").runs()
     assert [r.is_report for r in records if r.run_id == run.info.run_id] == [True]
     report = runner.invoke(app, ["report", "--format", "json"])
     assert report.exit_code == 0, report.output

@@ -146,7 +146,7 @@ def test_bad_set_is_a_clean_error(workdir, case):
 
 PARAMS_CASES: dict[str, tuple[Callable[[Path], Path], tuple[str, ...]]] = {
     "directory": (lambda d: (d / "pdir").mkdir() or d / "pdir", ("pdir", "is a folder")),
-    "missing": (lambda d: d / "nope.yaml", ("nope.yaml", "no such params file")),
+    "missing": (lambda d: d / "nope.yaml", ("nope.yaml", "no such file (params file)")),
     "non_utf8": (lambda d: (d / "p.yaml").write_bytes(b"train: {lr: \xff}\n") and d / "p.yaml",
                  ("p.yaml", "not UTF-8")),
     "date_value": (lambda d: (d / "p.yaml").write_text("train:\n  lr: 2024-01-01\n") and d / "p.yaml",

@@ -134,3 +134,17 @@ def test_sigterm_to_the_parent_stops_every_run_as_killed(workdir, tiny_spec):
     assert {r.info.status for r in runs} <= {"KILLED", "FAILED"}
     for seed in (0, 1):
         assert (workdir / "runs" / "stop" / f"seed-{seed}" / "last.pt").exists()
+
+
+@pytest.mark.parametrize(("flags", "expected"), [(["-q"], ["-q"]), ([], []), (["-vv"], ["-v", "-v"])])
+def test_children_say_as_much_as_the_parent(tiny_spec, monkeypatch, flags, expected):
+    """`auxcli -q run --concurrent K`: each child gets -q (its own command line would reset the level)."""
+    from auxcli import concurrent
+
+    started = []
+    monkeypatch.setattr(concurrent, "run_concurrently", lambda jobs, **kw: started.extend(
+        concurrent.child_command(job, kw["child_options"]) for job in jobs) or 0)
+    result = CliRunner().invoke(app, [*flags, "run", str(tiny_spec("q")), "--concurrent", "2"])
+    assert result.exit_code == 0, result.output
+    (command,) = started
+    assert command[3:command.index("run")] == expected

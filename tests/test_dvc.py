@@ -77,8 +77,9 @@ def test_dvc_users_compare_push_pull_and_run_temporary_experiments(workdir, monk
     assert "results/metrics/tiny-table1-gt/seed-0.json" in sh("git", "ls-files", cwd=repo)  # git carries results
     plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo))
     assert not plots.get("errors"), plots.get("errors")
-    accuracy = plots["data"]["tiny-table1-gt-s0 accuracy"][0]["content"]["data"]["values"]
-    assert {point["field"] for point in accuracy} == {"train_acc", "test_acc"}
+    accuracy = plots["data"]["tiny-table1 test_acc"][0]["content"]
+    assert {point["epoch"] for point in accuracy["data"]["values"]} == {"1"}  # whole epochs, on a whole-epoch axis
+    assert accuracy["encoding"]["x"]["axis"]["tickMinStep"] == 1
 
     # A collaborator: git clone + dvc pull gives a finished workspace without the MLflow store.
     sh("dvc", "push", cwd=repo)
@@ -111,9 +112,50 @@ def test_dvc_users_compare_push_pull_and_run_temporary_experiments(workdir, monk
     assert list(experiments) == ["templr"], experiments.keys()
     for row in (baseline, experiments["templr"]):
         metrics = row["data"]["metrics"]
-        run = metrics["results/metrics/tiny-table1-gt/seed-0.json"]["data"]
-        assert numbers_only(run) and 0.0 <= run["final_test_acc"] <= 1.0
+        assert list(metrics) == ["results/summary.json"]  # one small file, not one per run
+        cell = metrics["results/summary.json"]["data"]["tiny-table1-gt"]
+        assert numbers_only(cell) and 0.0 <= cell["mean"] <= 1.0 and cell["n"] == 1 and "std" not in cell
     sh("dvc", "exp", "apply", "templr", cwd=repo)
     diff = json.loads(sh("dvc", "metrics", "diff", "--all", "--json", cwd=repo))
-    compared = diff.get("diff", diff)["results/metrics/tiny-table1-gt/seed-0.json"]["final_test_acc"]
+    compared = diff.get("diff", diff)["results/summary.json"]["tiny-table1-gt.mean"]
     assert isinstance(compared["old"], float) and isinstance(compared["new"], float)
+    run = json.loads((repo / "results/metrics/tiny-table1-gt/seed-0.json").read_text())  # still every number
+    assert {"final_test_acc", "final_train_loss", "final_test_loss", "best_test_acc", "best_epoch"} <= set(run)
+
+
+def test_exp_show_fits_200_columns_and_names_the_changed_summary_cells(workdir, monkeypatch):
+    """Issue 19: after one `dvc exp run -S`, `dvc exp show --only-changed` is readable in a 200-column
+    terminal and `dvc metrics diff` shows the changed cells (a suite like mini: a classifier and an
+    auxiliary-only spec, two seeds)."""
+    repo = workdir / "project"
+    (repo / "specs/tiny").mkdir(parents=True)
+    (repo / "specs/tiny/tiny-table1-gt.yaml").write_text(TINY_SUITE_SPEC)
+    (repo / "specs/tiny/tiny-table4-crop.yaml").write_text(
+        TINY_SUITE_SPEC.replace("tiny-table1-gt", "tiny-table4-crop") + "task: {labels: none, aux: {kind: crop}}\n")
+    (repo / "params.yaml").write_text("suite: tiny\nseeds: [0, 1]\ntrain:\n  epochs: 1\n  lr: 0.1\n")
+    (repo / ".gitignore").write_text("mlflow.db\nmlartifacts/\n")
+    sh("git", "init", "-q", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    monkeypatch.chdir(repo)
+    cli("pipeline")
+    sh("dvc", "repro", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "baseline", cwd=repo)
+    before = json.loads((repo / "results/summary.json").read_text())
+    sh("dvc", "exp", "run", "-n", "lr05", "-S", "train.lr=0.05", cwd=repo)
+    after = json.loads((repo / "results/summary.json").read_text())
+    assert set(before) == set(after) == {"tiny-table1-gt", "tiny-table4-crop"}
+    changed = {f"{name}.{key}" for name in before for key in before[name] if before[name][key] != after[name][key]}
+    unchanged = {f"{name}.{key}" for name in before for key in before[name]} - changed
+    assert changed and unchanged >= {"tiny-table1-gt.n", "tiny-table4-crop.n"}
+
+    monkeypatch.setenv("COLUMNS", "200")
+    shown = sh("dvc", "exp", "show", "--only-changed", "--no-pager", cwd=repo)
+    width = max(len(line) for line in shown.splitlines())
+    assert width <= 200, shown
+    header = next(line for line in shown.splitlines() if "Experiment" in line).split()
+    assert changed | {"train.lr"} <= set(header), shown  # every changed cell by name, and the knob
+    assert not unchanged & set(header) and not any(h.startswith(("final_", "best_")) for h in header)
+
+    diff = json.loads(sh("dvc", "metrics", "diff", "HEAD", "lr05", "--json", cwd=repo))
+    assert set(diff.get("diff", diff)["results/summary.json"]) == changed

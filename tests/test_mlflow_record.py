@@ -118,6 +118,8 @@ def test_final_weights_are_a_logged_model_the_registry_accepts(store):
     (output,) = run.outputs.model_outputs
     model = client.get_logged_model(output.model_id)
     assert (model.name, model.source_run_id, model.status) == ("tiny", run.info.run_id, LoggedModelStatus.READY)
+    for tag in ("mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit"):  # the UI's "Logged from"
+        assert model.tags[tag] == run.data.tags[tag]
     assert {a.path for a in client.list_logged_model_artifacts(model.model_id)} >= {"final.pt",
                                                                                    "spec.resolved.yaml"}
     linked = {m.key: m.value for m in model.metrics}
@@ -163,6 +165,18 @@ def test_logged_model_is_a_pytorch_flavour_that_reproduces_the_test_accuracy(sto
     assert correct == pytest.approx(run.data.metrics["final_test_acc"] * len(test.fine), abs=1)
 
 
+def test_a_logged_model_keeps_a_dotted_spec_name_as_its_tag(workdir):
+    from auxcli.tracking import RunTracker
+
+    tracker = RunTracker(f"sqlite:///{workdir / 'mlflow.db'}", "auxcli")
+    run_id = tracker.start("smoke-lr0.05-s0", {"mlflow.source.name": "auxcli run smoke.yaml"}, {})
+    (workdir / "final.pt").write_bytes(b"weights")
+    model = tracker.client.get_logged_model(tracker.log_model("smoke-lr0.05", [workdir / "final.pt"], {}, 1))
+    assert model.tags["auxcli.spec_name"] == "smoke-lr0.05"  # MLflow refuses '.' in the model name itself
+    assert model.source_run_id == run_id and model.tags["mlflow.source.name"] == "auxcli run smoke.yaml"
+    tracker.end("FINISHED")
+
+
 def test_one_parent_per_spec_holds_the_mean_and_sample_std_of_its_seeds(store):
     _, client, _ = store
     (parent,) = runs(client, **{"auxcli.parent": "true", "auxcli.spec_name": "tiny"})
@@ -177,6 +191,9 @@ def test_one_parent_per_spec_holds_the_mean_and_sample_std_of_its_seeds(store):
     assert parent.data.metrics["seeds_finished"] == 2
     assert "over seeds 0, 1" in parent.data.tags["mlflow.note.content"]
     assert parent.data.params["train.epochs"] == "2"
+    (one,) = runs(client, **{"auxcli.parent": "true", "auxcli.spec_name": "probe"})  # one seed
+    assert one.data.metrics["seeds_finished"] == 1 and "final_test_acc" in one.data.metrics
+    assert not [k for k in one.data.metrics if k.endswith("_std")]  # undefined for n = 1, never 0
 
 
 def test_report_counts_only_the_seed_runs(store, monkeypatch):
@@ -227,8 +244,7 @@ def test_seed_aggregates_are_mean_and_sample_std_of_summary_metrics_only():
     assert got["final_test_acc"] == pytest.approx(0.6) and got["final_test_acc_std"] == pytest.approx(0.1414213562)
     assert got["seeds_finished"] == 3 and "test_acc" not in got  # per-epoch metrics are not summaries
     assert got["best_epoch"] == 4 and got["best_epoch_std"] == pytest.approx(1.4142135624)
-    assert seed_aggregates([{"best_test_acc": 0.4}]) == {"seeds_finished": 1, "best_test_acc": 0.4,
-                                                         "best_test_acc_std": 0.0}
+    assert seed_aggregates([{"best_test_acc": 0.4}]) == {"seeds_finished": 1, "best_test_acc": 0.4}  # no std of 1
     assert seed_aggregates([]) == {}
 
 

@@ -26,33 +26,61 @@ def test_data_stage_comes_first_and_transfers_depend_on_their_sources_run_folder
     specs = _specs(tiny_spec, ("probe", "transfer: {from: pretrain, mode: linear}\n"), ("pretrain", ""))
     (workdir / "params.yaml").write_text("suite: tiny\ndata: {subset: 2}\ntrain: {lr: 0.05}\n")
     stages = pipeline_stages(specs)
-    assert list(stages) == ["data", "pretrain", "probe"]
+    assert list(stages) == ["data", "pretrain", "probe", "summary"]
     assert stages["data"]["outs"] == [{"data": {"persist": True}}]
     assert stages["data"]["params"] == [{"params.yaml": ["suite", "data"]}]  # a training knob never re-prepares
     assert stages["probe"]["deps"][-2:] == ["data", "runs/pretrain"]
     assert stages["probe"]["params"] == [{"params.yaml": None}]  # every key, including ones `-S +key=` adds
-    assert stages["probe"]["outs"] == ["runs/probe", {"results/history/probe": {"cache": False}}]
-    assert stages["probe"]["metrics"] == [{"results/metrics/probe": {"cache": False}}]
+    assert stages["probe"]["outs"] == ["runs/probe", {"results/history/probe": {"cache": False}},
+                                       {"results/metrics/probe": {"cache": False}}]
+    assert "metrics" not in stages["probe"]  # per-run files would make `dvc exp show` one column per key per run
+    assert stages["summary"]["deps"][-2:] == ["results/metrics/pretrain", "results/metrics/probe"]
+    assert stages["summary"]["metrics"] == [{"results/summary.json": {"cache": False}}]  # the only DVC metrics
+    assert stages["summary"]["cmd"].endswith("--summary")
     assert "--force" not in stages["probe"]["cmd"]  # DVC removes the run folder before it re-runs a stage
 
 
-def test_plots_draw_each_runs_own_columns_and_figures_2_and_3(workdir, tiny_spec):
-    specs = _specs(tiny_spec, ("mini-table1-gt", ""),
+def test_plots_overlay_a_tables_runs_per_metric_on_whole_epochs_and_draw_figures_2_and_3(workdir, tiny_spec):
+    specs = _specs(tiny_spec, ("mini-table1-gt", ""), ("mini-table1-random", "task: {labels: random}\n"),
                    ("mini-table3-finetune-gt", "transfer: {from: mini-table1-gt, mode: finetune}\n"),
-                   ("mini-table4-crop", "task: {labels: none, aux: {kind: crop}}\n"))
+                   ("mini-table4-crop", "task: {labels: none, aux: {kind: crop}}\n"), ("other", ""))
     specs[0] = (specs[0][0], specs[0][1].model_copy(update={"seeds": [0, 1]}))
     plots = {key: value for entry in pipeline_plots([s for _, s in specs]) for key, value in entry.items()}
-    assert plots["mini-table1-gt-s1 accuracy"]["y"] == {
-        "results/history/mini-table1-gt/seed-1.csv": ["train_acc", "test_acc"]}
-    assert plots["mini-table4-crop-s0 accuracy"]["y"] == {
-        "results/history/mini-table4-crop/seed-0.csv": ["train_aux_acc", "test_aux_acc"]}
-    assert plots["mini-table4-crop-s0 loss"]["y"] == {
-        "results/history/mini-table4-crop/seed-0.csv": ["train_loss", "test_aux_loss"]}
+    assert plots["mini-table1 test_acc"]["y"] == {  # one chart per metric and table, every run of the table
+        "results/history/mini-table1-gt/seed-0.csv": "test_acc",
+        "results/history/mini-table1-gt/seed-1.csv": "test_acc",
+        "results/history/mini-table1-random/seed-0.csv": "test_acc"}
+    assert set(plots["mini-table3 train_loss"]["y"]) == {  # Table 3's scratch row is table1-gt
+        "results/history/mini-table3-finetune-gt/seed-0.csv", "results/history/mini-table1-gt/seed-0.csv",
+        "results/history/mini-table1-gt/seed-1.csv"}
+    assert {k for k in plots if k.startswith("mini-table4 ")} == {
+        "mini-table4 train_aux_acc", "mini-table4 test_aux_acc", "mini-table4 train_loss", "mini-table4 test_aux_loss"}
+    assert "other test_acc" in plots  # a spec outside the study gets its own charts
+    assert not any(" seed " in p["title"] or "-s0 " in k for k, p in plots.items())  # no chart per run
     assert plots["figure2"]["y"] == {"results/history/mini-table3-finetune-gt/seed-0.csv": "train_loss",
                                      "results/history/mini-table1-gt/seed-0.csv": "train_loss",
                                      "results/history/mini-table1-gt/seed-1.csv": "train_loss"}
     assert plots["figure3"]["y"]["results/history/mini-table1-gt/seed-0.csv"] == "train_acc"
     assert not any("images_per_second" in json.dumps(p) for p in plots.values())
+    assert {p["template"] for p in plots.values()} == {"auxcli-epochs"}
+
+
+def test_the_plot_template_asks_for_whole_epoch_ticks_and_pipeline_writes_it(workdir, tiny_spec):
+    from auxcli.plottemplate import EPOCH_TEMPLATE_CONTENT
+
+    x = EPOCH_TEMPLATE_CONTENT["encoding"]["x"]
+    assert x["field"] == "<DVC_METRIC_X>" and x["axis"] == {"tickMinStep": 1, "format": "d"}
+    tiny_spec("t")
+    (workdir / ".dvc").mkdir()
+    assert runner.invoke(app, ["pipeline", "t.yaml"]).exit_code == 0
+    assert json.loads((workdir / ".dvc/plots/auxcli-epochs.json").read_text()) == EPOCH_TEMPLATE_CONTENT
+
+
+def test_history_writes_epoch_as_an_integer(workdir, tiny_spec):
+    folder = RunFolder.of(load_spec(tiny_spec("t")), 0)
+    folder.prepare()
+    folder.write_history([{"epoch": 1.0, "test_acc": 0.5}, {"epoch": 2.0, "test_acc": 0.25}])  # as read back
+    assert folder.history.read_text().splitlines() == ["epoch,test_acc", "1,0.5", "2,0.25"]
 
 
 def test_pipeline_runs_the_suite_params_yaml_names_and_refuses_a_mismatch(workdir, tiny_spec):
@@ -92,16 +120,41 @@ def test_results_hold_numeric_final_metrics_per_seed_and_follow_the_seeds(workdi
 
     spec = load_spec(tiny_spec("t"), ["seeds=[0, 1]"])
     _finish(spec, 0, {"final_test_acc": 0.25, "final_train_acc": 0.5, "best_test_acc": 0.3, "best_epoch": 2,
-                      "final_test_aux_acc": float("nan"), "mlflow_run_id": "abc", "spec_name": "t", "seed": 0})
+                      "final_test_loss": 3.5, "final_test_aux_acc": float("nan"), "mlflow_run_id": "abc",
+                      "spec_name": "t", "seed": 0})
     written = write_results(spec, Path("results"))  # seed 1 has not finished: no files for it
     assert sorted(p.as_posix() for p in written) == ["results/history/t/seed-0.csv", "results/metrics/t/seed-0.json"]
-    assert json.loads(Path("results/metrics/t/seed-0.json").read_text()) == {
-        "final_test_acc": 0.25, "final_train_acc": 0.5}
+    assert json.loads(Path("results/metrics/t/seed-0.json").read_text()) == {  # every summary metric, numbers only
+        "final_test_acc": 0.25, "final_train_acc": 0.5, "best_epoch": 2, "best_test_acc": 0.3, "final_test_loss": 3.5}
     assert Path("results/history/t/seed-0.csv").read_text() == RunFolder.of(spec, 0).history.read_text()
 
     result = runner.invoke(app, ["results", str(tiny_spec("t")), "--set", "seeds=[1]"])
     assert result.exit_code == 0, result.output
     assert not list(Path("results").rglob("seed-0.*"))  # a seed the spec no longer runs leaves no result
+
+
+def test_summary_holds_mean_sample_std_and_n_per_spec_and_no_std_for_one_seed(workdir, tiny_spec):
+    import statistics
+
+    two = load_spec(tiny_spec("two"), ["seeds=[0, 1, 2]"])  # seed 2 has not finished
+    one = load_spec(tiny_spec("x-table4-crop", "task: {labels: none, aux: {kind: crop}}\n"))
+    none = load_spec(tiny_spec("none"))
+    for seed, acc in ((0, 0.25), (1, 0.5)):
+        _finish(two, seed, {"final_test_acc": acc, "final_train_acc": 0.9, "best_epoch": 1})
+    _finish(one, 0, {"final_test_aux_acc": 0.75, "final_train_aux_acc": 0.8})  # no main head: its aux test acc
+    from auxcli.results import write_results
+
+    for spec in (two, one, none):
+        write_results(spec, Path("results"))
+    Path("results/metrics/two/seed-7.json").write_text('{"final_test_acc": 0.0}')  # a seed the spec lacks
+    result = runner.invoke(app, ["results", "two.yaml", "x-table4-crop.yaml", "none.yaml", "--summary",
+                                 "--set", "seeds=[0, 1, 2]"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(Path("results/summary.json").read_text())
+    assert summary == {"two": {"mean": 0.375, "std": statistics.stdev([0.25, 0.5]), "n": 2},
+                       "x-table4-crop": {"mean": 0.75, "n": 1}}  # n = 1: no std (undefined, not 0)
+    assert sorted(p.name for p in Path("results/metrics/two").iterdir()) == ["seed-0.json", "seed-1.json",
+                                                                            "seed-7.json"]  # --summary writes only it
 
 
 def test_relative_paths_and_the_default_store_are_anchored_at_the_repository(workdir, monkeypatch, tiny_spec):
@@ -186,5 +239,6 @@ def test_run_folders_outside_the_repository_are_no_outputs_yet_order_transfers(w
     specs = [(Path(p), load_spec(p, [f"runtime.runs_dir={elsewhere}"]))
              for p in (tiny_spec("pretrain"), tiny_spec("probe", "transfer: {from: pretrain, mode: linear}\n"))]
     stages = pipeline_stages(specs)
-    assert stages["probe"]["outs"] == [{"results/history/probe": {"cache": False}}]  # git still carries results
+    assert stages["probe"]["outs"] == [{"results/history/probe": {"cache": False}},  # git still carries results
+                                       {"results/metrics/probe": {"cache": False}}]
     assert stages["probe"]["deps"][-1] == "results/history/pretrain"  # DVC still runs the source first

@@ -291,7 +291,16 @@ def test_validate_without_spec_files_fails(workdir):
 
 def test_missing_spec_file_is_reported(workdir):
     result = _validate("nope.yaml")
-    assert result.exit_code == 2 and "nope.yaml <spec>: no such spec file" in result.output
+    assert result.exit_code == 2 and "nope.yaml <spec>: no such file (spec file)" in result.output
+    assert "allowed" not in result.output and "YAML" not in result.output  # not the format of a file that is absent
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "show"])
+def test_a_positional_key_value_is_an_override_without_set(workdir, command):
+    result = CliRunner().invoke(app, [command, "train.lr=0.05"])
+    assert result.exit_code == 2
+    assert "train.lr=0.05 <spec>: looks like an override: use --set train.lr=0.05" in result.output
+    assert "Traceback" not in result.output
 
 
 # ------------------------------------------------------------------------------------ --set overrides

@@ -41,6 +41,12 @@ def test_run_writes_run_folder_and_one_finished_mlflow_run_per_seed(workdir, tin
     spec = tiny_spec("two-seeds", "")
     result = invoke("run", spec, "--set", "seeds=[0, 1]")
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()  # no terminal: one line as each run starts, before its first epoch
+    started = [i for i, line in enumerate(lines) if line.startswith("two-seeds-s0: starting epoch 1/2")]
+    assert started and started[0] < next(i for i, line in enumerate(lines) if "two-seeds-s0 epoch 1/2" in line)
+    start = lines[started[0]]
+    run_id = json.loads((workdir / "runs/two-seeds/seed-0/metrics.json").read_text())["mlflow_run_id"]
+    assert "seed 0" in start and "400 training images" in start and "device cpu" in start and run_id in start
 
     for seed in (0, 1):
         folder = workdir / "runs" / "two-seeds" / f"seed-{seed}"

@@ -8,8 +8,9 @@ For the runs given (folders or MLflow ids, see `features.py`), all trained on th
 - `probe.csv`, `probe.json`: closed-form ridge-probe accuracy per run and label set (gt, and superclass
   where the data has it), labelled as the fast companion it is (`probe.METHOD`), not Table 2's probe.
 The files are also logged (under `analysis/`) to a new MLflow run `auxcli-analysis` tagged
-`auxcli.analysis=true` with its inputs' run ids in `auxcli.analysis.input_run_ids`; `auxcli report`
-leaves such runs out.
+`auxcli.analysis=true` with its inputs' run ids in `auxcli.analysis.input_run_ids`, in the experiment
+`<experiment>-analysis` (`ANALYSIS_SUFFIX`), out of the training runs' table; `auxcli report` would leave
+such runs out anyway.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from auxcli.analysis.similarity import cka_matrix
 from auxcli.errors import AnalysisError
 
 ANALYSIS_RUN_NAME = "auxcli-analysis"
+ANALYSIS_SUFFIX = "-analysis"  # analysis runs live in <experiment>-analysis, like reports in <experiment>-reports
 DEFAULT_OUT = "analysis"
 _EMBEDDING_NAMES = {"pca": "PCA", "tsne": "t-SNE"}
 
@@ -177,7 +179,7 @@ def _log_to_mlflow(runs: list[AnalyzedRun], result: AnalysisOutput, *, tracking_
                    embedding: str) -> str:
     from auxcli.tracking import ANALYSIS_TAG, RunTracker
 
-    tracker = RunTracker(tracking_uri or runs[0].spec.tracking.uri, runs[0].spec.tracking.experiment)
+    tracker = RunTracker(tracking_uri or runs[0].spec.tracking.uri, runs[0].spec.tracking.experiment + ANALYSIS_SUFFIX)
     tags = {ANALYSIS_TAG: "true", f"{ANALYSIS_TAG}.layer": layer, f"{ANALYSIS_TAG}.embedding": embedding,
             f"{ANALYSIS_TAG}.inputs": ",".join(r.label for r in runs),
             f"{ANALYSIS_TAG}.input_run_ids": ",".join(r.run_id or "unknown" for r in runs),

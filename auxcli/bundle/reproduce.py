@@ -217,6 +217,9 @@ def _run(spec, seed: int, stop: int | None, recorded: Path):
 
 # ---------------------------------------------------------------------------------------------- differences
 
+NOT_GIT = "unknown (not a git checkout)"  # a code record's git fields outside a git checkout (None)
+
+
 def differences(recorded: Path, env_now: dict[str, Any], code_now: dict[str, Any], data_now: dict[str, Any]
                 ) -> tuple[list[str], str | None]:
     """Lines saying how this machine (`environment`, `code_state`, `current_data` as of now) differs from
@@ -241,7 +244,8 @@ def differences(recorded: Path, env_now: dict[str, Any], code_now: dict[str, Any
     code_then = json.loads((record / "code.json").read_text())
     for key in ("git_commit", "git_dirty", "patch_sha256"):
         if code_then.get(key) != code_now.get(key):
-            lines.append(f"{label}: code {key}: recorded {code_then.get(key)}, now {code_now.get(key)}")
+            then_, now_ = (NOT_GIT if v is None else v for v in (code_then.get(key), code_now.get(key)))
+            lines.append(f"{label}: code {key}: recorded {then_}, now {now_}")
     if code_then.get("package") != code_now.get("package"):
         lines.append(f"{label}: auxcli package: recorded {code_then.get('package')}, now {code_now.get('package')}")
     data_then = json.loads((record / "data.json").read_text())

@@ -1,4 +1,5 @@
-"""Progress display: a rich bar on a terminal, one plain line per epoch elsewhere (CI, DVC, torchrun)."""
+"""Progress display: a rich bar on a terminal; elsewhere (CI, DVC, torchrun) one plain line when a run starts
+and one per epoch."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ if TYPE_CHECKING:
 
 
 class Progress(Protocol):
+    def start_run(self, line: str) -> None: ...
+
     def start_epoch(self, epoch: int, epochs: int, images: int) -> None: ...
 
     def batch(self, images: int, loss: torch.Tensor) -> None: ...
@@ -52,6 +55,10 @@ class PlainProgress:
         self.label = label
         self.seconds: list[float] = []
 
+    def start_run(self, line: str) -> None:
+        """One line before the first epoch, which may take long: a log shows at once what started where."""
+        print(line, flush=True)
+
     def start_epoch(self, epoch: int, epochs: int, images: int) -> None:
         pass
 
@@ -90,6 +97,9 @@ class RichProgress:
         self.batch_task = None
         self.batches = 0
 
+    def start_run(self, line: str) -> None:
+        pass  # the bars appear at once
+
     def start_epoch(self, epoch: int, epochs: int, images: int) -> None:
         if self.epochs_task is None:
             self.epochs_task = self.bar.add_task(f"{self.label} epochs", total=epochs, completed=epoch - 1,
@@ -115,6 +125,9 @@ class RichProgress:
 
 class SilentProgress:
     """`auxcli -q`: no progress at all."""
+
+    def start_run(self, line: str) -> None:
+        pass
 
     def start_epoch(self, epoch: int, epochs: int, images: int) -> None:
         pass

@@ -323,6 +323,10 @@ def train(t: _Training, recorder: Recorder, start: Start, stop_after_epoch: int 
     """The remaining epochs (up to `stop_after_epoch`); each is recorded (metrics, history, `last.pt`)
     before the next starts."""
     history = list(start.history)
+    t.progress.start_run(f"{run_label(t.spec, t.seed)}: {'resuming at' if start.history else 'starting'} epoch "
+                         f"{start.epoch}/{t.spec.train.epochs}: spec {t.spec.name}, seed {t.seed}, "
+                         f"{len(t.train_split)} training images, device {t.runtime.device}"
+                         + (f", MLflow run {recorder.run_id}" if recorder.run_id else ""))
     for epoch in range(start.epoch, min(t.spec.train.epochs, stop_after_epoch or t.spec.train.epochs) + 1):
         pause_point("before-epoch")
         t.ranks.test_exit_hook(epoch)
