@@ -29,8 +29,9 @@ from auxcli.spec import Spec
 # first in each per-run file, then every other summary metric in name order.
 RESULT_KEYS: tuple[str, ...] = ("final_test_acc", "final_train_acc", "final_test_aux_acc", "final_test_aux_miou")
 SUMMARY_PREFIXES: tuple[str, ...] = ("final_", "best_")  # auxcli.train.metrics.summary_metrics
-# A spec's headline in results/summary.json: test accuracy; a spec without a main head (Table 4,
-# `task.labels: none`) has only its auxiliary task's.
+# A spec's headline in results/summary.json: the metric of its cell in its own study table (`study_metric`:
+# Table 1 final train acc, Table 4 final aux train acc, Tables 2, 3 and 5 test acc), what `auxcli report`
+# shows there; a spec outside the study: test accuracy, or without a main head its auxiliary task's.
 HEADLINE_METRICS: tuple[str, ...] = ("final_test_acc", "final_test_aux_acc")
 RESULTS_DIR = "results"
 SUMMARY_FILE = "summary.json"
@@ -82,9 +83,25 @@ def summary_path(results: Path) -> Path:
     return Path(results) / SUMMARY_FILE
 
 
-def headline_metric(per_seed: list[dict]) -> str | None:
-    """The first of `HEADLINE_METRICS` that any seed's result holds."""
-    return next((key for key in HEADLINE_METRICS if any(_finite(m.get(key)) for m in per_seed)), None)
+def study_metric(spec_name: str) -> str | None:
+    """The summary metric of the spec's cell in its own study table (`table1-gt` -> Table 1's train acc),
+    the test column where that table has one; None for a spec outside the study's tables."""
+    from auxcli.report.paper import TABLES, match_key
+
+    hit = match_key(spec_name)
+    if hit is None:
+        return None
+    table = next((t for t in TABLES if t.id == hit[1].split("-")[0]), None)
+    if table is None or not any(row.key == hit[1] for row in table.rows):
+        return None
+    columns = {column.name: column.metric for column in table.columns}
+    return columns.get("test") or next(iter(columns.values()))
+
+
+def headline_metric(per_seed: list[dict], spec_name: str = "") -> str | None:
+    """The spec's `study_metric` when its seeds hold it, else the first of `HEADLINE_METRICS` they hold."""
+    candidates = ((study_metric(spec_name),) if spec_name else ()) + HEADLINE_METRICS
+    return next((key for key in candidates if key and any(_finite(m.get(key)) for m in per_seed)), None)
 
 
 def cell_summary(values: list[float]) -> dict[str, float | int]:
@@ -107,7 +124,7 @@ def summarize(specs: list[Spec], results: Path) -> dict[str, dict[str, float | i
     for spec in specs:
         files = [metrics_dir(results, spec.name) / f"seed-{seed}.json" for seed in spec.seeds]
         per_seed = [json.loads(f.read_text()) for f in files if f.is_file()]
-        key = headline_metric(per_seed)
+        key = headline_metric(per_seed, spec.name)
         if key is not None:
             summary[spec.name] = cell_summary([float(m[key]) for m in per_seed if _finite(m.get(key))])
     return summary

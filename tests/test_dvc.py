@@ -159,3 +159,36 @@ def test_exp_show_fits_200_columns_and_names_the_changed_summary_cells(workdir, 
 
     diff = json.loads(sh("dvc", "metrics", "diff", "HEAD", "lr05", "--json", cwd=repo))
     assert set(diff.get("diff", diff)["results/summary.json"]) == changed
+
+    # Back to the baseline (as after `git checkout` + `dvc checkout`): every view of the workspace agrees on
+    # its results although the store also holds the experiment's runs (issue 19, "one commit, one table").
+    sh("git", "checkout", "--", "params.yaml", "dvc.lock", "results", cwd=repo)
+    sh("dvc", "checkout", "--force", cwd=repo)
+    assert json.loads((repo / "results/summary.json").read_text()) == before
+    shown_metrics = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo))
+    metrics = shown_metrics[""]["data"]["results/summary.json"]["data"] if "" in shown_metrics else \
+        shown_metrics["workspace"]["data"]["results/summary.json"]["data"]
+    assert metrics == before
+
+    def cells(report_json: str) -> dict[str, tuple[float, int]]:
+        """spec name -> (value, n) of its cell in its own study table (Table 1: train, Table 4: aux train)."""
+        found = {}
+        for table in json.loads(report_json)["tables"]:
+            for row in table["rows"]:
+                if row["n"] and row["key"].startswith(table["id"] + "-"):
+                    column = "test" if "test" in row["values"] else "train"
+                    found[row["spec_name"]] = (row["values"][column], row["n"])
+        return found
+
+    expected = {name: (cell["mean"], cell["n"]) for name, cell in before.items()}
+    assert cells(cli("report", "-f", "json")) == expected  # the workspace's results, not the latest runs
+    assert cells(cli("report", "specs/tiny", "--params", "params.yaml", "-f", "json")) == expected
+    sh("dvc", "remote", "add", "-d", "local", str(workdir / "remote"), cwd=repo)
+    sh("git", "commit", "-qm", "remote", ".dvc/config", cwd=repo)
+    sh("dvc", "push", cwd=repo)
+    clone = workdir / "clone"
+    sh("git", "clone", "-q", str(repo), str(clone), cwd=workdir)
+    sh("dvc", "pull", cwd=clone)
+    monkeypatch.chdir(clone)
+    assert cells(cli("report", "specs/tiny", "--params", "params.yaml", "-f", "json")) == expected
+    assert cells(cli("report", "-f", "json", "--tracking-uri", f"sqlite:///{clone / 'mlflow.db'}")) == expected

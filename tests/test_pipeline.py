@@ -141,7 +141,7 @@ def test_summary_holds_mean_sample_std_and_n_per_spec_and_no_std_for_one_seed(wo
     none = load_spec(tiny_spec("none"))
     for seed, acc in ((0, 0.25), (1, 0.5)):
         _finish(two, seed, {"final_test_acc": acc, "final_train_acc": 0.9, "best_epoch": 1})
-    _finish(one, 0, {"final_test_aux_acc": 0.75, "final_train_aux_acc": 0.8})  # no main head: its aux test acc
+    _finish(one, 0, {"final_test_aux_acc": 0.75, "final_train_aux_acc": 0.8})  # Table 4's cell: aux train acc
     from auxcli.results import write_results
 
     for spec in (two, one, none):
@@ -152,7 +152,7 @@ def test_summary_holds_mean_sample_std_and_n_per_spec_and_no_std_for_one_seed(wo
     assert result.exit_code == 0, result.output
     summary = json.loads(Path("results/summary.json").read_text())
     assert summary == {"two": {"mean": 0.375, "std": statistics.stdev([0.25, 0.5]), "n": 2},
-                       "x-table4-crop": {"mean": 0.75, "n": 1}}  # n = 1: no std (undefined, not 0)
+                       "x-table4-crop": {"mean": 0.8, "n": 1}}  # n = 1: no std (undefined, not 0)
     assert sorted(p.name for p in Path("results/metrics/two").iterdir()) == ["seed-0.json", "seed-1.json",
                                                                             "seed-7.json"]  # --summary writes only it
 
