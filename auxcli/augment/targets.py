@@ -26,3 +26,27 @@ class Targets:
 
     def with_maps(self, **maps: torch.Tensor) -> Targets:
         return replace(self, maps={**self.maps, **maps})
+
+
+# Maps whose values are positions in the batch a transform received (rotation copies name their image).
+BATCH_POSITION_MAPS = ("rotation_source",)
+
+
+def take_images(images: torch.Tensor, targets: Targets, start: int, count: int, total: int
+                ) -> tuple[torch.Tensor, Targets]:
+    """Incoming images `start` .. `start + count - 1` of a transformed batch of `total` incoming images:
+    every row that came from them and its targets. A transform's output holds the same number of rows per
+    image, the rows of one image adjacent (`augment/rotation.py`), so this is one contiguous slice;
+    positions recorded in `BATCH_POSITION_MAPS` are renumbered from 0, as if only these images had come in."""
+    if start == 0 and count == total:
+        return images, targets
+    per_image = images.shape[0] // total
+    rows = slice(start * per_image, (start + count) * per_image)
+
+    def take(key: str, value: torch.Tensor) -> torch.Tensor:
+        return value[rows] - start if key in BATCH_POSITION_MAPS else value[rows]
+
+    return images[rows], Targets(
+        classes={name: labels[rows] for name, labels in targets.classes.items()},
+        mix_weights=None if targets.mix_weights is None else targets.mix_weights[rows],
+        maps={key: take(key, value) for key, value in targets.maps.items()})

@@ -360,7 +360,7 @@ def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
     started = time.perf_counter()
     lr = t.optimizer.param_groups[0]["lr"]
     order = epoch_permutation(len(t.train_split), seed=seed, epoch=epoch)
-    generator = torch.Generator(device=runtime.device).manual_seed(augment_seed(seed, epoch, ranks.rank))
+    generator = torch.Generator(device=runtime.device).manual_seed(augment_seed(seed, epoch))
     t.progress.start_epoch(epoch, spec.train.epochs, len(t.train_split))
     t.set_train_mode(t.model)
     train_sums = train_epoch(t.forward, t.tasks, t.optimizer, t.train_split, order, batch_size=spec.train.batch_size,
