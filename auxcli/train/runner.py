@@ -373,6 +373,7 @@ def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
             raise TrainingDiverged(f"{run_label(spec, seed)}: the training loss became {train_sums['loss']} in epoch "
                                    f"{epoch}; the run is marked FAILED and last.pt still holds epoch {epoch - 1}. "
                                    "Lower train.lr or check the data.")
+    ranks.share_buffers(t.model)  # rank 0's BatchNorm statistics, the ones final.pt saves, on every rank
     t.model.eval()
     eval_started = time.perf_counter()
     row: dict[str, float] = {"epoch": epoch, **split_metrics("train", t.tasks, train_sums)}
