@@ -36,7 +36,7 @@ from auxcli.data.load import load_data
 from auxcli.data.stats import channel_stats
 from auxcli.data.types import ImageData, Split
 from auxcli.errors import AuxcliError, CheckpointError, Problem, SpecError, TrainingDiverged
-from auxcli.models.batchnorm import use_ghost_batch_norm, use_sync_batch_norm
+from auxcli.models.batchnorm import ghost_parts, use_ghost_batch_norm, use_sync_batch_norm
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone
 from auxcli.spec import Spec, launch_problems
@@ -206,7 +206,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
         tasks = build_tasks(spec, label_set_sizes(data))
         mean, std = channel_stats(data.train.images)
         normalize = {"mean": mean.float(), "std": std.float()}
-        model = build_network(spec, tasks)
+        model = build_network(spec, tasks, ranks.world_size)
         setup = apply_transfer(spec, model, source)
         model = runtime.place(model)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=spec.train.lr,
@@ -235,14 +235,15 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
         transfer_tags=setup.tags if setup else {}, normalize=normalize)
 
 
-def build_network(spec: Spec, tasks: list[Task]) -> Network:
+def build_network(spec: Spec, tasks: list[Task], world_size: int = 1) -> Network:
     """The spec's backbone with one fresh head per task (the study's Figure 1), its BatchNorm layers
-    ghost (`runtime.bn_split`) or synchronised (`runtime.sync_bn`) as the spec asks."""
+    ghost (groups of `runtime.bn_group` images, whatever the `world_size`) or synchronised
+    (`runtime.sync_bn`) as the spec asks."""
     backbone = create_backbone(spec.model, image_size=spec.data.image_size)
     network = Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
     if spec.runtime.sync_bn:
         return use_sync_batch_norm(network)
-    return use_ghost_batch_norm(network, spec.runtime.bn_split)
+    return use_ghost_batch_norm(network, ghost_parts(spec.runtime.bn_group, spec.train.batch_size, world_size))
 
 
 def _check_launch(spec: Spec, ranks: Ranks, runtime: Runtime) -> None:
