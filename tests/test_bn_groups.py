@@ -71,3 +71,20 @@ def test_ghost_parts_keep_the_groups_of_one_process_on_every_rank():
         ranks = [batch.tensor_split(world_size)[r].tensor_split(ghost_parts(8, 64, world_size))
                  for r in range(world_size)]
         assert all(torch.equal(a, b) for a, b in zip(one, [g for groups in ranks for g in groups], strict=True))
+
+
+def test_paper_specs_state_the_study_s_4_x_32_batch_norm_for_1_2_or_4_processes():
+    from pathlib import Path
+
+    from auxcli.spec import launch_problems
+    from auxcli.specfile import load_spec
+
+    paper = sorted((Path(__file__).resolve().parents[1] / "specs" / "paper").glob("*.yaml"))
+    assert paper
+    for path in paper:
+        spec = load_spec(path)
+        if spec.model.backbone == "linear":  # no BatchNorm
+            continue
+        assert spec.runtime.bn_group == 32 and spec.train.batch_size == 128, path.name
+        assert [ghost_parts(spec.runtime.bn_group, spec.train.batch_size, w) for w in (1, 2, 4)] == [4, 2, 1]
+        assert all(not launch_problems(spec, world_size=w, device_type="cuda") for w in (1, 2, 4)), path.name
