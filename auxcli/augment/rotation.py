@@ -15,7 +15,7 @@ The copies of one image are adjacent (source-major: copy 4j + k is image j turne
 study each held the four rotations of their 32 images; with the copies adjacent, any contiguous cut of the
 batch into whole images (a rank's shard, a ghost-BatchNorm group, `models/batchnorm.py`) holds all four
 rotations of its images. Rotation-major copies put one rotation in each quarter of the batch, so ghost
-BatchNorm in 4 groups normalised each rotation separately (ResNet-20 logits 3.9e-2 off; issue 20).
+BatchNorm in 4 groups normalised each rotation separately (ResNet-20 logits 4e-2 to 6e-2 off; issue 20).
 """
 
 from __future__ import annotations

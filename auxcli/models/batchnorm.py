@@ -11,8 +11,9 @@ only, as rank 0's are. So 1 process with 4 groups, 2 with 2 and 4 with 1 compute
 to floating-point rounding. Rotation copies of one image are adjacent (`augment/rotation.py`), so a group
 holds all four rotations of its images, as each of the study's GPUs did. Exact for full batches and for a
 last partial batch whose images split evenly into the groups (CIFAR's last 80 of 50,000 with batch 128 in
-groups of 32: 4 x 20); otherwise a last batch of rotation copies may be cut between an image's copies. SyncBatchNorm
-(`runtime.sync_bn`) is the opposite: statistics over the whole global batch, across processes (CUDA only).
+groups of 32: 4 x 20); otherwise a last batch of rotation copies may be cut between an image's copies.
+SyncBatchNorm (`runtime.sync_bn`) is the opposite: statistics over the whole global batch, across
+processes (CUDA only).
 
 Both keep `nn.BatchNorm2d`'s state-dict keys, so checkpoints and transfer load either way.
 """
