@@ -88,3 +88,23 @@ def test_paper_specs_state_the_study_s_4_x_32_batch_norm_for_1_2_or_4_processes(
         assert spec.runtime.bn_group == 32 and spec.train.batch_size == 128, path.name
         assert [ghost_parts(spec.runtime.bn_group, spec.train.batch_size, w) for w in (1, 2, 4)] == [4, 2, 1]
         assert all(not launch_problems(spec, world_size=w, device_type="cuda") for w in (1, 2, 4)), path.name
+
+
+@pytest.mark.parametrize("augment", [{}, {"cutout": {"size": 16}}, {"rotation": {"copies": "one"}},
+                                     {"cutout": {"size": 16}, "rotation": {"copies": "all"}},
+                                     {"ricap": {"beta": 0.3}, "rotation": {"copies": "all"}}])
+def test_a_rank_s_part_is_augmented_exactly_as_in_the_whole_global_batch(augment):
+    from auxcli.augment.targets import Part
+
+    transform = build_train_augment(AugmentSpec(**augment), torch.full((3,), 0.5), torch.full((3,), 0.25))
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (12, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = Targets({"main": torch.randint(0, 10, (12,), generator=g)})
+    whole = transform(images, labels, torch.Generator().manual_seed(5))
+    for part in (Part(0, 6, 12), Part(6, 6, 12), Part(3, 3, 12), Part(9, 3, 12)):
+        out, targets = transform(images, labels, torch.Generator().manual_seed(5), part)
+        expected, kept = take_images(*whole, *part)
+        assert torch.equal(out, expected)
+        assert targets.classes.keys() == kept.classes.keys() and targets.maps.keys() == kept.maps.keys()
+        assert all(torch.equal(targets.classes[k], kept.classes[k]) for k in kept.classes)
+        assert all(torch.equal(targets.maps[k], kept.maps[k]) for k in kept.maps)

@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 
-from auxcli.augment.targets import Targets
+from auxcli.augment.targets import Part, Targets, draw_size, drawn_for
 
 NUM_ROTATIONS = 4  # 0, 90, 180, 270 degrees
 RotationCopies = Literal["all", "one"]
@@ -37,14 +37,15 @@ def _quarter_turns(value: torch.Tensor) -> torch.Tensor:
 
 def rotate_copies(
     images: torch.Tensor, targets: Targets, generator: torch.Generator | None = None, *,
-    copies: RotationCopies = "all",
+    copies: RotationCopies = "all", part: Part | None = None,
 ) -> tuple[torch.Tensor, Targets]:
     """Rotate square images (N, C, H, W) by quarter turns; returns M images (M = 4N for `all`, N for `one`)
     and their targets.
 
     `all` lays the copies out source-major: copy i = 4 * j + k is image j turned k times, so every image's
     four copies are adjacent (see the module docstring); it draws nothing from `generator` (it may be None:
-    the fixed test views of SLA). `one` turns image j by k_j drawn uniformly from 0..3 with `generator`.
+    the fixed test views of SLA). `one` turns image j by k_j drawn uniformly from 0..3 with `generator`
+    (`part`: drawn for the whole batch, `augment.targets.Part`).
     """
     n, _, height, width = images.shape
     if height != width:
@@ -58,7 +59,8 @@ def rotate_copies(
     else:
         if generator is None:
             raise ValueError("rotation with copies='one' draws a rotation per image and needs a generator")
-        rotation = torch.randint(0, NUM_ROTATIONS, (n,), generator=generator, device=device)
+        rotation = drawn_for(torch.randint(0, NUM_ROTATIONS, (draw_size(images, part),), generator=generator,
+                                           device=device), part)
         source = torch.arange(n, device=device)
 
     def carry(value: torch.Tensor) -> torch.Tensor:

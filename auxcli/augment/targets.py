@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import torch
 
@@ -50,3 +51,26 @@ def take_images(images: torch.Tensor, targets: Targets, start: int, count: int, 
         classes={name: labels[rows] for name, labels in targets.classes.items()},
         mix_weights=None if targets.mix_weights is None else targets.mix_weights[rows],
         maps={key: take(key, value) for key, value in targets.maps.items()})
+
+
+class Part(NamedTuple):
+    """Images `start` .. `start + count - 1` of a batch of `total` (a rank's share of a global batch): a
+    transform given a part draws for all `total` images, in the order it would for the whole batch, and
+    transforms only the part's, so the part's images come out exactly as in the whole batch."""
+
+    start: int
+    count: int
+    total: int
+
+    def drawn(self, draws: torch.Tensor) -> torch.Tensor:
+        """The part's rows of draws made for the whole batch."""
+        return draws[self.start:self.start + self.count]
+
+
+def draw_size(images: torch.Tensor, part: Part | None) -> int:
+    """How many images a transform draws for: the whole batch of which `images` are `part`."""
+    return images.shape[0] if part is None else part.total
+
+
+def drawn_for(draws: torch.Tensor, part: Part | None) -> torch.Tensor:
+    return draws if part is None else part.drawn(draws)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from auxcli.augment.targets import Targets, take_images
+from auxcli.augment.targets import Part, Targets, take_images
 from auxcli.data.batches import Shard, batch_indices, sharded_batches, step_seed
 from auxcli.tasks import Task
 from auxcli.train.runtime import Runtime
@@ -107,16 +107,21 @@ def train_epoch(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.
     """Train on `split` in the given order, `batch_size` images per step over all ranks, this rank
     taking its `shard` of each; returns this rank's metric sums (see `Sums`).
 
-    Before step s, `generator` is re-seeded with `step_seed(its seed, s)`; every rank augments the whole
-    global batch with it and trains on its shard's rows, so a sample's augmentation and RICAP's mixing do
-    not depend on the world size (one process: the shard is the batch, nothing is cut)."""
+    Before step s, `generator` is re-seeded with `step_seed(its seed, s)`; every rank draws the whole global
+    batch's augmentations with it and trains on its shard's rows, so a sample's augmentation and RICAP's
+    mixing do not depend on the world size (one process: the shard is the batch, nothing is cut). A transform
+    with `augments_parts` (`augment.pipeline`) transforms only the shard's images; any other transforms the
+    whole global batch, and the shard's rows are kept."""
     sums = Sums()
     order = order.to(split.images.device)
     epoch_seed = generator.initial_seed()
     for step, part in enumerate(sharded_batches(order, batch_size, shard, drop_last=runtime.static_shapes)):
         generator.manual_seed(step_seed(epoch_seed, step))
-        images, targets = augment(*split.batch(part.batch), generator)
-        images, targets = take_images(images, targets, part.start, part.index.numel(), part.global_size)
+        share = Part(part.start, part.index.numel(), part.global_size)
+        if share.count < share.total and getattr(augment, "augments_parts", False):
+            images, targets = augment(*split.batch(part.batch), generator, share)
+        else:
+            images, targets = take_images(*augment(*split.batch(part.batch), generator), *share)
         loss = train_step(model, tasks, optimizer, images, targets, sums=sums, runtime=runtime,
                           loss_scale=part.loss_scale)
         on_batch(part.global_size, loss)
