@@ -8,9 +8,10 @@ and the epoch adds the ranks' metric collectives and the replica check: the diff
 Start-up (torchrun, rendezvous) is reported as whole-command wall time.
 
 Then, in this process, what a rank of a `--world-size`-process job spends per step on augmentation with
-draws for the global batch (issue 20: re-seed from (seed, epoch, step), augment all `train.batch_size`
-images, keep the rank's share) against augmenting only its share from a generator of its own (before), on
-the spec's augmentations and device; median over repeated passes of `--draw-steps` steps.
+draws for the global batch (issue 20: re-seed from (seed, epoch, step), draw for all `train.batch_size`
+images, transform the rank's share; with RICAP the whole batch) against augmenting only its share from a
+generator of its own (before), on the spec's augmentations and device; median over repeated passes of
+`--draw-steps` steps.
 
     python benchmarks/ddp_overhead.py [SPEC] [--epochs 4] [--set runtime.device=cuda ...]
 
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 from auxcli.augment.pipeline import build_train_augment
-from auxcli.augment.targets import Targets, take_images
+from auxcli.augment.targets import Part, Targets
 from auxcli.data.batches import step_seed
 from auxcli.data.load import load_data
 from auxcli.spec import Spec
@@ -79,8 +80,8 @@ def draw_cost(spec: Spec, world_size: int, steps: int) -> dict[str, float]:
         return augment(images[:share], Targets({"main": labels[:share]}), generator)[0]
 
     def now(step: int) -> torch.Tensor:
-        generator.manual_seed(step_seed(12345, step))
-        return take_images(*augment(images, Targets({"main": labels}), generator), 0, share, batch)[0]
+        generator.manual_seed(step_seed(12345, step))  # as train.loop.train_epoch does for a rank's share
+        return augment(images, Targets({"main": labels}), generator, Part(0, share, batch))[0]
 
     def timed(step_fn) -> float:
         passes = []

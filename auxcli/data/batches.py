@@ -6,10 +6,10 @@ batch (`train.batch_size` images) is cut into `world_size` contiguous shards, ra
 (`Shard`), so the union of one step's shards is exactly the one-process batch.
 
 Augmentations belong to the global batch, not to a rank: step s of an epoch draws from a generator seeded
-by (seed, epoch, s) (`step_seed`), every rank transforms the whole global batch with the same draws and keeps
-its shard's rows (`augment.targets.take_images`). So sample i of step s is augmented identically for any
-world size, and RICAP mixes over the global batch with one boundary per step, as the public PyramidNet and
-RICAP code (`nn.DataParallel`) does.
+by (seed, epoch, s) (`step_seed`), every rank draws for the whole global batch and transforms its shard's
+images (`augment.targets.Part`; with RICAP the whole batch, keeping the shard's rows). So sample i of step s
+is augmented identically for any world size, and RICAP mixes over the global batch with one boundary per
+step, as the public PyramidNet and RICAP code (`nn.DataParallel`) does.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ The loop knows heads, losses and metrics only through the `Task` interface: the 
 synchronisation per epoch, not per batch). A transform may return more images than it was given
 (rotation copies); losses are weighted by the images that reach the model.
 
-Under torchrun the loop sees its rank only as a `Shard`: training augments every global batch with the
-step's draws (`data.batches.step_seed`) and takes the rank's part of it (`data.batches.sharded_batches`,
-`augment.targets.take_images`), evaluation the test batches j with j mod world_size == rank, and
+Under torchrun the loop sees its rank only as a `Shard`: training draws every global batch's augmentations
+(`data.batches.step_seed`) and trains on the rank's part of it (`data.batches.sharded_batches`,
+`augment.targets.Part`), evaluation the test batches j with j mod world_size == rank, and
 both return this rank's sums; `train.distributed` adds them up over ranks. Evaluation keeps each batch's
 sums apart and adds them in batch order (`add_in_order`), in one process too, so a distributed
 evaluation gives bit-identical sums to a one-process one.
