@@ -285,13 +285,18 @@ class RuntimeSpec(Section):
     system_metrics: bool = False
     """Log CPU, memory, disk, network and (with pynvml) GPU use to MLflow as system/* metrics while
     training (MLflow's system metrics monitor, one sample every 10 s)."""
-    # Distributed runs (torchrun, `auxcli run --nproc N`): BatchNorm statistics are per process by default
-    # (4 processes x 32 images: the study's 4-GPU statistics). sync_bn: SyncBatchNorm over all processes
-    # (CUDA only). bn_split: ghost batch norm, statistics over K equal parts of each process's batch.
+    # Which images BatchNorm takes its statistics over (models/batchnorm.py, issue 20). bn_group: groups of
+    # that many images of the global batch (the study: 32, its 4 GPUs x 32), the same groups for any number
+    # of processes; null: each process's whole batch. sync_bn: SyncBatchNorm over all processes (CUDA only).
     sync_bn: bool = False
     """Distributed runs (CUDA only): SyncBatchNorm, statistics over all processes' batches."""
+    bn_group: PositiveInt | None = None
+    """Ghost batch norm: BatchNorm statistics over groups of this many images (with their rotation copies)
+    of the global batch, the same groups on 1, 2 or 4 processes (the study: 32, its 4 GPUs x 32); each
+    process's batch must hold whole groups. null: each process's whole batch."""
     bn_split: PositiveInt = 1
-    """Ghost batch norm: BatchNorm statistics over K equal parts of each process's batch (1: the whole)."""
+    """Replaced by bn_group: K parts of each process's batch gave different statistics on different numbers
+    of processes. Only 1 (no effect) is accepted."""
 
 
 class TrackingSpec(Section):
@@ -473,13 +478,19 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
     runtime = spec.runtime
     if runtime.sync_bn and runtime.device in ("cpu", "mps"):
         add("runtime.sync_bn", f"SyncBatchNorm needs CUDA (nccl); runtime.device is {runtime.device}",
-            "false on CPU (runtime.bn_split: K gives K-process statistics instead)", at="runtime.device")
-    if runtime.sync_bn and runtime.bn_split > 1:
-        add("runtime.bn_split", "ghost batch norm and SyncBatchNorm contradict each other",
-            "1 with runtime.sync_bn: true", at="runtime.sync_bn")
-    elif train.batch_size % runtime.bn_split:
-        add("runtime.bn_split", f"a batch of {train.batch_size} does not split into {runtime.bn_split} equal parts",
-            f"a divisor of train.batch_size ({train.batch_size})", at="train.batch_size")
+            "false on CPU (runtime.bn_group: G gives groups of G images instead)", at="runtime.device")
+    if runtime.bn_split != 1:
+        same = max(1, train.batch_size // runtime.bn_split)
+        add("runtime.bn_split", f"bn_split: {runtime.bn_split} (parts of each process's batch) gave different "
+            "BatchNorm statistics on different numbers of processes and was replaced by runtime.bn_group, the "
+            "images per BatchNorm group", f"1 (or omit it); runtime.bn_group: {same} is what bn_split: "
+            f"{runtime.bn_split} meant on one process")
+    if runtime.sync_bn and runtime.bn_group is not None:
+        add("runtime.bn_group", "ghost batch norm and SyncBatchNorm contradict each other",
+            "null with runtime.sync_bn: true", at="runtime.sync_bn")
+    elif runtime.bn_group is not None and train.batch_size % runtime.bn_group:
+        add("runtime.bn_group", f"a batch of {train.batch_size} images does not split into BatchNorm groups of "
+            f"{runtime.bn_group}", f"a divisor of train.batch_size ({train.batch_size})", at="train.batch_size")
     if len(set(spec.seeds)) != len(spec.seeds):
         add("seeds", f"{spec.seeds} repeats a seed", "distinct non-negative integers")
 
@@ -500,20 +511,23 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
 
 def launch_problems(spec: Spec, *, world_size: int, device_type: str) -> list[CrossFieldProblem]:
     """Rules that need the torchrun world size and the resolved device, known only once processes run:
-    `train.batch_size` is the global batch, split into equal per-process batches (each further split
-    into `runtime.bn_split` parts), and SyncBatchNorm needs CUDA (`runtime.device: auto` on CPU)."""
+    `train.batch_size` is the global batch, split into equal per-process batches (each holding whole
+    `runtime.bn_group` groups), and SyncBatchNorm needs CUDA (`runtime.device: auto` on CPU)."""
     problems: list[CrossFieldProblem] = []
-    batch, parts = spec.train.batch_size, spec.runtime.bn_split
+    batch, group = spec.train.batch_size, spec.runtime.bn_group
     if batch % world_size:
         problems.append(CrossFieldProblem(
             "train.batch_size", f"the global batch of {batch} images does not split into {world_size} equal "
             f"per-process batches (torchrun world size {world_size})", f"a multiple of {world_size}"))
-    elif (batch // world_size) % parts:
+    elif group is not None and (batch // world_size) % group:
+        local = batch // world_size
         problems.append(CrossFieldProblem(
-            "runtime.bn_split", f"each of the {world_size} processes gets {batch // world_size} images, which "
-            f"do not split into {parts} equal parts", f"a divisor of {batch // world_size}"))
+            "runtime.bn_group", f"each of the {world_size} processes gets {local} of the {batch} images, which do "
+            f"not split into BatchNorm groups of {group} (a group cannot span processes)",
+            f"a divisor of {local}; or a number of processes that divides {batch // group}; or runtime.sync_bn: true "
+            "(CUDA) for statistics over all processes"))
     if spec.runtime.sync_bn and device_type != "cuda":
         problems.append(CrossFieldProblem(
             "runtime.sync_bn", f"SyncBatchNorm needs CUDA (nccl); this run's device is {device_type}",
-            "false on CPU (runtime.bn_split: K gives K-process statistics instead)"))
+            "false on CPU (runtime.bn_group: G gives groups of G images instead)"))
     return problems

@@ -232,7 +232,7 @@ class RotationTask(_ClassifierMetrics):
 
 
 def all_rotations(images: torch.Tensor, targets: Targets) -> tuple[torch.Tensor, Targets]:
-    """The clean test views of SLA: every image at 0, 90, 180 and 270 degrees, rotation-major."""
+    """The clean test views of SLA: every image at 0, 90, 180 and 270 degrees, its copies adjacent."""
     return rotate_copies(images, targets, None, copies="all")
 
 

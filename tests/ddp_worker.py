@@ -63,6 +63,7 @@ def train(model: Network, ranks: Ranks, data: SplitTensors, *, epochs: int, batc
                            generator=torch.Generator(), runtime=RUNTIME, on_batch=lambda n, loss: None,
                            shard=ranks.shard)
         sums = ranks.sum_over_ranks(sums)
+        ranks.share_buffers(model)  # as the runner does before evaluating: rank 0's statistics everywhere
         ranks.check_replicas(model, epoch)
     return sums
 
@@ -95,6 +96,13 @@ def helper_behaviour(ranks: Ranks, model: Network) -> dict[str, object]:
         ranks.check_replicas(model, epoch=3)
     except DistributedError as exc:
         found["replicas"] = str(exc)
+    resnet = network("resnet")
+    if ranks.rank == 1:
+        next(resnet.buffers()).add_(1e-3)
+    try:
+        ranks.check_replicas(resnet, epoch=3)
+    except DistributedError as exc:
+        found["buffers"] = str(exc)
     return found
 
 

@@ -90,15 +90,39 @@ def test_ghost_batch_norm_normalises_each_part_and_updates_running_statistics_fr
     torch.testing.assert_close(ghost(x), plain(x))
 
 
-def test_spec_rules_of_sync_bn_and_bn_split(workdir, tiny_spec):
+def test_spec_rules_of_sync_bn_bn_group_and_the_retired_bn_split(workdir, tiny_spec):
     spec = tiny_spec("bn")
     result = CliRunner().invoke(app, ["validate", str(spec), "--set", "runtime.device=cpu",
                                       "--set", "runtime.sync_bn=true"])
     assert result.exit_code == 2
     assert "runtime.sync_bn: SyncBatchNorm needs CUDA" in result.output
-    result = CliRunner().invoke(app, ["validate", str(spec), "--set", "runtime.bn_split=3"])
+    result = CliRunner().invoke(app, ["validate", str(spec), "--set", "runtime.bn_group=24"])
     assert result.exit_code == 2
-    assert "runtime.bn_split: a batch of 64 does not split into 3 equal parts" in result.output
+    assert "runtime.bn_group: a batch of 64 images does not split into BatchNorm groups of 24" in result.output
+    result = CliRunner().invoke(app, ["validate", str(spec), "--set", "runtime.bn_group=16",
+                                      "--set", "runtime.sync_bn=true"])
+    assert result.exit_code == 2 and "ghost batch norm and SyncBatchNorm contradict each other" in result.output
+    result = CliRunner().invoke(app, ["validate", str(spec), "--set", "runtime.bn_split=4"])
+    assert result.exit_code == 2, result.output
+    assert "runtime.bn_split: bn_split: 4 (parts of each process's batch)" in result.output
+    assert "runtime.bn_group: 16 is what bn_split: 4 meant on one process" in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    for ok in (["--set", "runtime.bn_split=1"], ["--set", "runtime.bn_group=16"]):
+        assert CliRunner().invoke(app, ["validate", str(spec), *ok]).exit_code == 0
+
+
+def test_bn_group_must_fit_each_process_share_of_the_batch():
+    from auxcli.models.batchnorm import ghost_parts
+    from auxcli.spec import Spec, launch_problems
+
+    spec = Spec(name="g", train={"batch_size": 128}, runtime={"bn_group": 32})
+    assert [ghost_parts(32, 128, w) for w in (1, 2, 4)] == [4, 2, 1]
+    assert ghost_parts(None, 128, 2) == 1
+    assert all(not launch_problems(spec, world_size=w, device_type="cpu") for w in (1, 2, 4))
+    (problem,) = launch_problems(spec, world_size=8, device_type="cpu")
+    assert problem.path == "runtime.bn_group"
+    assert "each of the 8 processes gets 16 of the 128 images" in problem.message
+    assert "a number of processes that divides 4" in problem.allowed
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="device auto resolves to CUDA here")
@@ -138,11 +162,10 @@ def test_two_ranks_train_and_evaluate_as_one_process_does(tmp_path):
         for key, value in one["linear"].items():
             torch.testing.assert_close(rank["linear"][key], value, rtol=0, atol=1e-5)
         # ResNet: 2 ranks of plain BatchNorm equal one process with ghost batch norm in 2 parts: the
-        # parameters on every rank, the running statistics on rank 0 (DDP broadcasts rank 0's buffers;
-        # ghost BN keeps the first part's). Tolerance for float rounding through BatchNorm.
+        # parameters, and rank 0's running statistics (ghost BN keeps the first part's), shared with every
+        # rank after the epoch (`share_buffers`). Tolerance for float rounding through BatchNorm.
         for key, value in one["resnet"].items():
-            if rank is ranks[0] or not any(k in key for k in ("running_", "num_batches")):
-                torch.testing.assert_close(rank["resnet"][key].float(), value.float(), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(rank["resnet"][key].float(), value.float(), rtol=1e-4, atol=1e-4)
         # evaluation of the same weights on disjoint parts: bit-identical sums, clean and augmented
         assert rank["eval"] == one["eval"]
         assert rank["linear_sums"]["count"] == one["linear_sums"]["count"] == 201  # the last epoch, summed over ranks
@@ -152,8 +175,9 @@ def test_two_ranks_train_and_evaluate_as_one_process_does(tmp_path):
     # an error on rank 1 only: both ranks raise it with its message and exit code; only rank 0 prints it
     assert [h["agree"] for h in helpers] == [("rank 1 cannot read the data", 2, False),
                                              ("rank 1 cannot read the data", 2, True)]
-    # a parameter changed on rank 1 only: the replica check stops both ranks
+    # a parameter, then a BatchNorm statistic changed on rank 1 only: the replica check stops both ranks
     assert all("parameters of rank(s) [1] differ from rank 0's" in h["replicas"] for h in helpers)
+    assert all("buffers (BatchNorm statistics) of rank(s) [1] differ" in h["buffers"] for h in helpers)
 
 
 @pytest.fixture(scope="module")

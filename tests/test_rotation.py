@@ -65,13 +65,15 @@ def test_rotation_target_is_the_rotation_applied(copies: str) -> None:
         assert torch.equal(source, torch.arange(n))
 
 
-def test_all_copies_are_rotation_major_and_start_with_the_batch() -> None:
+def test_all_copies_of_an_image_are_adjacent_the_unrotated_one_first() -> None:
     n = 5
     images = marked_images(n)
     out, targets = rotate_copies(images, Targets({"main": torch.arange(n)}), copies="all")
-    assert torch.equal(out[:n], images)
-    assert targets.maps["rotation"].tolist() == [k for k in range(4) for _ in range(n)]
-    assert targets.maps["rotation_source"].tolist() == list(range(n)) * 4
+    assert torch.equal(out[::4], images)
+    assert targets.maps["rotation"].tolist() == list(range(4)) * n
+    assert targets.maps["rotation_source"].tolist() == [j for j in range(n) for _ in range(4)]
+    # a contiguous cut into whole images (a rank's shard, a ghost BatchNorm group) holds all their rotations
+    assert torch.equal(rotate_copies(images[2:4], Targets({}), copies="all")[0], out[8:16])
 
 
 def test_one_rotation_per_image_is_uniform_and_seeded() -> None:
@@ -90,7 +92,7 @@ def test_pixel_maps_rotate_with_the_pixels_and_image_maps_repeat() -> None:
                           g, size=12)
     out, rotated = rotate_copies(cut, targets, copies="all")
     assert torch.equal(rotated.maps["cutout_mask"], (out == 0).all(1))  # still exactly the zeroed pixels
-    assert rotated.maps["flipped"].tolist() == [True, False, True] * 4
+    assert rotated.maps["flipped"].tolist() == [True] * 4 + [False] * 4 + [True] * 4
 
 
 def test_rotation_of_non_square_images_is_refused() -> None:
@@ -106,7 +108,7 @@ def test_pipeline_rotates_last_and_grows_the_batch() -> None:
     assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32
     assert targets.maps["crop_offset"].shape == (16, 2)  # crop ran first, per image, and was carried along
     for k in range(4):
-        torch.testing.assert_close(out[4 * k:4 * k + 4], torch.rot90(out[:4], k, dims=(-2, -1)))
+        torch.testing.assert_close(out[k::4], torch.rot90(out[::4], k, dims=(-2, -1)))
 
 
 def test_joint_labels_are_class_times_four_plus_rotation() -> None:
@@ -133,9 +135,9 @@ def test_single_inference_reads_rotation_zero_logits_of_unrotated_copies() -> No
     task = JointRotationTask("gt", num_classes=3)
     _, targets = rotate_copies(torch.zeros(2, 1, 4, 4), Targets({"main": torch.tensor([1, 2])}), copies="all")
     logits = torch.zeros(8, 12)
-    logits[0, 1 * 4 + 0] = 5.0  # image 0, unrotated: class 1 at rotation 0 (right)
-    logits[1, 0 * 4 + 0] = 5.0  # image 1, unrotated: class 0 (wrong)
-    logits[1, 2 * 4 + 1] = 9.0  # a larger logit at rotation 1 must not count for single inference
+    logits[0, 1 * 4 + 0] = 5.0  # image 0, unrotated (copy 0): class 1 at rotation 0 (right)
+    logits[4, 0 * 4 + 0] = 5.0  # image 1, unrotated (copy 4): class 0 (wrong)
+    logits[4, 2 * 4 + 1] = 9.0  # a larger logit at rotation 1 must not count for single inference
     sums = task.batch_metrics(logits, targets)
     assert float(sums["count"]) == 2 and float(sums["correct"]) == 1
 
@@ -189,13 +191,15 @@ def test_main_head_beside_rotation_sees_only_unrotated_copies() -> None:
     labels = torch.tensor([0, 3, 4])
     _, targets = rotate_copies(torch.zeros(3, 1, 4, 4), Targets({"main": labels}), copies="all")
     logits = torch.randn(12, 5)
-    logits[3:, :] = 100 * F.one_hot(torch.tensor(1), 5)  # rotated copies: confidently wrong, must not count
-    torch.testing.assert_close(task.loss(logits, targets), F.cross_entropy(logits[:3], labels))
+    rotated = targets.maps["rotation"] != 0
+    logits[rotated] = 100 * F.one_hot(torch.tensor(1), 5).float()  # confidently wrong, must not count
+    upright = logits[~rotated]
+    torch.testing.assert_close(task.loss(logits, targets), F.cross_entropy(upright, labels))
     sums = task.batch_metrics(logits, targets)
     assert float(sums["count"]) == 3
-    assert float(sums["correct"]) == float((logits[:3].argmax(1) == labels).sum())
+    assert float(sums["correct"]) == float((upright.argmax(1) == labels).sum())
     clean = Targets({"main": labels})  # the clean test pass has no rotation: every image counts
-    torch.testing.assert_close(task.loss(logits[:3], clean), F.cross_entropy(logits[:3], labels))
+    torch.testing.assert_close(task.loss(upright, clean), F.cross_entropy(upright, labels))
 
 
 def test_build_tasks_for_rotation_and_sla_specs() -> None:
@@ -221,8 +225,9 @@ def test_main_head_beside_rotation_keeps_ricap_mixed_labels_of_the_unrotated_cop
     assert out.shape[0] == 24 and targets.classes["main"].shape == (24, 4) and targets.mix_weights.shape == (24, 4)
     main, aux = build_tasks(spec, 5)
     logits = torch.randn(24, 5)
-    torch.testing.assert_close(main.loss(logits, targets),
-                               mixed_cross_entropy(logits[:6], targets.classes["main"][:6], targets.mix_weights[:6]))
+    upright = targets.maps["rotation"] == 0
+    torch.testing.assert_close(main.loss(logits, targets), mixed_cross_entropy(
+        logits[upright], targets.classes["main"][upright], targets.mix_weights[upright]))
     assert aux.loss(torch.randn(24, 4), targets).isfinite()
 
 

@@ -12,16 +12,17 @@ from typing import Literal
 import torch
 from torch.nn import functional as F
 
-from auxcli.augment.targets import Targets
+from auxcli.augment.targets import Part, Targets, draw_size, drawn_for
 
 CropLabel = Literal["sampled", "visible"]
 NUM_CROP_BLOCKS = 9  # 3x3 blocks of the offset grid (paper: a 9-way classification)
 
 
 def random_crop(
-    images: torch.Tensor, targets: Targets, generator: torch.Generator, *, padding: int
+    images: torch.Tensor, targets: Targets, generator: torch.Generator, *, padding: int, part: Part | None = None
 ) -> tuple[torch.Tensor, Targets]:
-    """Zero-pad every image by `padding` and crop it back at an offset drawn per image.
+    """Zero-pad every image by `padding` and crop it back at an offset drawn per image (`part`: the images are
+    that part of a batch, and the offsets are drawn for the whole batch, `augment.targets.Part`).
 
     Matches torchvision's `RandomCrop(32, padding=4)` applied before normalisation: on raw 0..255 pixels
     (uint8 or float; only pixels move, so the dtype is kept) the padding is black (0), and the offset
@@ -31,7 +32,8 @@ def random_crop(
     """
     n, channels, height, width = images.shape
     device = images.device
-    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator, device=device)
+    offsets = drawn_for(torch.randint(0, 2 * padding + 1, (draw_size(images, part), 2), generator=generator,
+                                      device=device), part)
     if padding == 0:
         return images, targets.with_maps(crop_offset=offsets)
     padded = F.pad(images, (padding, padding, padding, padding))

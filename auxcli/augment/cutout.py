@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import torch
 
-from auxcli.augment.targets import Targets
+from auxcli.augment.targets import Part, Targets, draw_size, drawn_for
 
 
 def cutout(
-    images: torch.Tensor, targets: Targets, generator: torch.Generator, *, size: int
+    images: torch.Tensor, targets: Targets, generator: torch.Generator, *, size: int, part: Part | None = None
 ) -> tuple[torch.Tensor, Targets]:
     """Set a `size` x `size` square of every (normalised) image to 0, its centre (cy, cx) drawn
     uniformly from 0..H-1 x 0..W-1 per image; the square covers rows cy - size//2 .. cy - size//2 + size - 1
@@ -24,12 +24,12 @@ def cutout(
     For even sizes (the study's 16) this is the official [y - size//2, y + size//2) window; for odd sizes
     the official window is one pixel short (size - 1), here it is exactly `size`.
     Records `maps["cutout_mask"]` (N, H, W) bool: exactly the pixels set to 0. The mask comes from
-    broadcast comparisons of coordinate grids, no loop over samples.
+    broadcast comparisons of coordinate grids, no loop over samples. `part`: see `augment.targets.Part`.
     """
-    n, _, height, width = images.shape
-    device = images.device
-    top = torch.randint(0, height, (n,), generator=generator, device=device) - size // 2
-    left = torch.randint(0, width, (n,), generator=generator, device=device) - size // 2
+    _, _, height, width = images.shape
+    device, drawn = images.device, draw_size(images, part)
+    top = drawn_for(torch.randint(0, height, (drawn,), generator=generator, device=device), part) - size // 2
+    left = drawn_for(torch.randint(0, width, (drawn,), generator=generator, device=device), part) - size // 2
     rows = torch.arange(height, device=device)
     cols = torch.arange(width, device=device)
     in_rows = (rows >= top[:, None]) & (rows < top[:, None] + size)  # (N, H)

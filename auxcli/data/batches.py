@@ -4,6 +4,12 @@ Each epoch's order is a permutation drawn from (seed, epoch) alone, so a resumed
 order an uninterrupted one would, and the ranks of a torchrun job split the same order: every global
 batch (`train.batch_size` images) is cut into `world_size` contiguous shards, rank r taking shard r
 (`Shard`), so the union of one step's shards is exactly the one-process batch.
+
+Augmentations belong to the global batch, not to a rank: step s of an epoch draws from a generator seeded
+by (seed, epoch, s) (`step_seed`), every rank draws for the whole global batch and transforms its shard's
+images (`augment.targets.Part`; with RICAP the whole batch, keeping the shard's rows). So sample i of step s
+is augmented identically for any world size, and RICAP mixes over the global batch with one boundary per
+step, as the public PyramidNet and RICAP code (`nn.DataParallel`) does.
 """
 
 from __future__ import annotations
@@ -20,11 +26,16 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 9_176 + stream * 7_919_001) % (2**63 - 1)
 
 
-def augment_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """The seed of the augmentation generator of one rank in one epoch: a function of (seed, epoch, rank)
-    only, so draws do not depend on scheduling and a restarted job sees the same ones. Rank 0 keeps the
-    one-process seed (stream 1); rank r draws from stream 1 + 1000 r."""
-    return epoch_seed(seed, epoch, stream=1 + 1000 * rank)
+def augment_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's augmentations (stream 1): a function of (seed, epoch) only, the same on every
+    rank, so draws do not depend on the world size or scheduling and a restarted job sees the same ones."""
+    return epoch_seed(seed, epoch, stream=1)
+
+
+def step_seed(epoch_augment_seed: int, step: int) -> int:
+    """The seed of step `step`'s augmentations from the epoch's `augment_seed`: every step starts from its
+    own seed, so its draws do not depend on how much the steps before it drew."""
+    return (epoch_augment_seed * 1_000_003 + (step + 1) * 2_654_435_761) % (2**63 - 1)
 
 
 def epoch_permutation(num_images: int, *, seed: int, epoch: int) -> torch.Tensor:
@@ -58,11 +69,17 @@ class Shard:
             return batch
         return batch.tensor_split(self.world_size)[self.rank]
 
+    def start(self, size: int) -> int:
+        """Where this rank's part (`of`) begins in a global batch of `size` images."""
+        return self.rank * (size // self.world_size) + min(self.rank, size % self.world_size)
+
 
 class ShardBatch(NamedTuple):
     index: torch.Tensor  # this rank's images of the global batch
     loss_scale: float  # the factor this rank's mean loss is multiplied by (1.0 in one process)
     global_size: int  # images in the global batch, over all ranks
+    batch: torch.Tensor  # the whole global batch (every rank draws its augmentations)
+    start: int  # where `index` begins in `batch`
 
 
 def sharded_batches(order: torch.Tensor, batch_size: int, shard: Shard = Shard(), *,
@@ -78,4 +95,5 @@ def sharded_batches(order: torch.Tensor, batch_size: int, shard: Shard = Shard()
         if batch.numel() < shard.world_size:
             continue
         part = shard.of(batch)
-        yield ShardBatch(part, part.numel() * shard.world_size / batch.numel(), batch.numel())
+        yield ShardBatch(part, part.numel() * shard.world_size / batch.numel(), batch.numel(), batch,
+                         shard.start(batch.numel()))

@@ -2,13 +2,18 @@
 
 The study trained on 4 GPUs with batch 128 and plain BatchNorm under DistributedDataParallel, so each
 layer normalised over the 32 images of its own GPU, and the running statistics that were saved were
-rank 0's (DDP broadcasts rank 0's buffers before every forward). `GhostBatchNorm2d` (Hoffer et al. 2017,
-"Train longer, generalize better", section 4) reproduces that in one process: each training batch is cut
-into `parts` contiguous pieces, split exactly as the ranks of a torchrun job split a global batch
-(`torch.tensor_split`), each piece normalised with its own statistics, and the running statistics
-updated from the first piece only, as rank 0's are. With `parts` = K one process computes what K ranks
-compute, up to floating-point rounding. SyncBatchNorm (`runtime.sync_bn`) is the opposite: statistics
-over the whole global batch, across processes (CUDA only).
+rank 0's (DDP broadcasts rank 0's buffers before every forward). A spec states that as a group size,
+`runtime.bn_group: 32`, and gets the same statistics on any number of processes: `GhostBatchNorm2d`
+(Hoffer et al. 2017, "Train longer, generalize better", section 4) cuts each process's batch into
+`ghost_parts` contiguous groups (`torch.tensor_split`, as the ranks of a torchrun job split a global batch),
+normalises each group with its own statistics and updates the running statistics from the first group
+only, as rank 0's are. So 1 process with 4 groups, 2 with 2 and 4 with 1 compute the same statistics, up
+to floating-point rounding. Rotation copies of one image are adjacent (`augment/rotation.py`), so a group
+holds all four rotations of its images, as each of the study's GPUs did. Exact for full batches and for a
+last partial batch whose images split evenly into the groups (CIFAR's last 80 of 50,000 with batch 128 in
+groups of 32: 4 x 20); otherwise a last batch of rotation copies may be cut between an image's copies.
+SyncBatchNorm (`runtime.sync_bn`) is the opposite: statistics over the whole global batch, across
+processes (CUDA only).
 
 Both keep `nn.BatchNorm2d`'s state-dict keys, so checkpoints and transfer load either way.
 """
@@ -37,6 +42,12 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, parts={self.parts}"
+
+
+def ghost_parts(bn_group: int | None, batch_size: int, world_size: int = 1) -> int:
+    """The groups of `bn_group` images in each of `world_size` processes' share of a global batch of
+    `batch_size` (1, plain BatchNorm, when `bn_group` is None). The spec's rules guarantee whole groups."""
+    return 1 if bn_group is None else max(1, batch_size // world_size // bn_group)
 
 
 def use_ghost_batch_norm(model: nn.Module, parts: int) -> nn.Module:

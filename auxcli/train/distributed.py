@@ -14,7 +14,9 @@ What the helpers guarantee:
 - `from_main`: rank 0 alone computes (run folder, MLflow, transfer sources), every rank gets the result;
 - `agree`: an error on any rank becomes the same error (message, exit code) on every rank, so no rank
   goes on to wait in a collective for a rank that has left; rank 0 prints it, the others stay quiet;
-- `check_replicas`: after every epoch, the parameters are identical on all ranks (gathered checksums).
+- `share_buffers`: before evaluation every rank holds rank 0's buffers (BatchNorm running statistics), the
+  ones `final.pt` saves, so the logged test metrics are those of the saved model;
+- `check_replicas`: after every epoch, parameters and buffers are identical on all ranks (gathered checksums).
 An error outside `agree` (a crash inside a training step) ends that process; torchrun then stops the
 others, and restarts all of them if it was started with `--max-restarts`.
 """
@@ -166,20 +168,33 @@ class Ranks:
             raise _agreed(error)
         raise _agreed(DistributedError(message, exit_code, quiet=not self.is_main)) from error
 
-    def check_replicas(self, model: nn.Module, epoch: int) -> None:
-        """Raise on every rank unless every rank holds bit-identical parameters (per-tensor float64 sums
-        gathered from all ranks). DDP keeps replicas equal; a difference means a broken set-up."""
+    def share_buffers(self, model: nn.Module) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP broadcasts them before each
+        training forward only, so after an epoch rank r holds rank 0's statistics updated with its own last
+        shard; evaluating with those would score rank r's test batches with a model nobody saved."""
         if not self.distributed:
             return
-        local = torch.stack([p.detach().double().sum() for p in model.parameters()]).cpu()
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+    def check_replicas(self, model: nn.Module, epoch: int) -> None:
+        """Raise on every rank unless every rank holds bit-identical parameters and buffers (per-tensor
+        float64 sums gathered from all ranks). DDP keeps parameters equal and `share_buffers` the buffers; a
+        difference means a broken set-up."""
+        if not self.distributed:
+            return
+        parameters, buffers = list(model.parameters()), list(model.buffers())
+        local = torch.stack([t.detach().double().sum() for t in [*parameters, *buffers]]).cpu()
         gathered = [torch.empty_like(local) for _ in range(self.world_size)]
         dist.all_gather(gathered, local)
-        differing = [rank for rank, sums in enumerate(gathered) if not torch.equal(sums, gathered[0])]
-        if differing:
-            raise _agreed(DistributedError(
-                f"after epoch {epoch} the parameters of rank(s) {differing} differ from rank 0's; the replicas "
-                "of a DistributedDataParallel run must stay identical. The run is stopped; last.pt holds "
-                f"epoch {epoch - 1}.", 1, quiet=not self.is_main))
+        split = len(parameters)
+        for kind, part in (("parameters", slice(None, split)), ("buffers (BatchNorm statistics)", slice(split, None))):
+            differing = [rank for rank, sums in enumerate(gathered) if not torch.equal(sums[part], gathered[0][part])]
+            if differing:
+                raise _agreed(DistributedError(
+                    f"after epoch {epoch} the {kind} of rank(s) {differing} differ from rank 0's; the replicas "
+                    "of a DistributedDataParallel run must stay identical. The run is stopped; last.pt holds "
+                    f"epoch {epoch - 1}.", 1, quiet=not self.is_main))
 
     def test_exit_hook(self, epoch: int) -> None:
         """The test-only crash of `TEST_EXIT_ENV` (see there); nothing happens unless it is set."""

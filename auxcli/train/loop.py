@@ -5,8 +5,9 @@ The loop knows heads, losses and metrics only through the `Task` interface: the 
 synchronisation per epoch, not per batch). A transform may return more images than it was given
 (rotation copies); losses are weighted by the images that reach the model.
 
-Under torchrun the loop sees its rank only as a `Shard`: training takes the rank's part of every global
-batch (`data.batches.sharded_batches`), evaluation the test batches j with j mod world_size == rank, and
+Under torchrun the loop sees its rank only as a `Shard`: training draws every global batch's augmentations
+(`data.batches.step_seed`) and trains on the rank's part of it (`data.batches.sharded_batches`,
+`augment.targets.Part`), evaluation the test batches j with j mod world_size == rank, and
 both return this rank's sums; `train.distributed` adds them up over ranks. Evaluation keeps each batch's
 sums apart and adds them in batch order (`add_in_order`), in one process too, so a distributed
 evaluation gives bit-identical sums to a one-process one.
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from auxcli.augment.targets import Targets
-from auxcli.data.batches import Shard, batch_indices, sharded_batches
+from auxcli.augment.targets import Part, Targets, take_images
+from auxcli.data.batches import Shard, batch_indices, sharded_batches, step_seed
 from auxcli.tasks import Task
 from auxcli.train.runtime import Runtime
 
@@ -104,15 +105,26 @@ def train_epoch(model: nn.Module, tasks: Sequence[Task], optimizer: torch.optim.
                 generator: torch.Generator, runtime: Runtime, on_batch: Callable[[int, torch.Tensor], None],
                 shard: Shard = Shard()) -> dict[str, float]:
     """Train on `split` in the given order, `batch_size` images per step over all ranks, this rank
-    taking its `shard` of each; returns this rank's metric sums (see `Sums`)."""
+    taking its `shard` of each; returns this rank's metric sums (see `Sums`).
+
+    Before step s, `generator` is re-seeded with `step_seed(its seed, s)`; every rank draws the whole global
+    batch's augmentations with it and trains on its shard's rows, so a sample's augmentation and RICAP's
+    mixing do not depend on the world size (one process: the shard is the batch, nothing is cut). A transform
+    with `augments_parts` (`augment.pipeline`) transforms only the shard's images; any other transforms the
+    whole global batch, and the shard's rows are kept."""
     sums = Sums()
     order = order.to(split.images.device)
-    for index, loss_scale, global_size in sharded_batches(order, batch_size, shard,
-                                                          drop_last=runtime.static_shapes):
-        images, targets = augment(*split.batch(index), generator)
+    epoch_seed = generator.initial_seed()
+    for step, part in enumerate(sharded_batches(order, batch_size, shard, drop_last=runtime.static_shapes)):
+        generator.manual_seed(step_seed(epoch_seed, step))
+        share = Part(part.start, part.index.numel(), part.global_size)
+        if share.count < share.total and getattr(augment, "augments_parts", False):
+            images, targets = augment(*split.batch(part.batch), generator, share)
+        else:
+            images, targets = take_images(*augment(*split.batch(part.batch), generator), *share)
         loss = train_step(model, tasks, optimizer, images, targets, sums=sums, runtime=runtime,
-                          loss_scale=loss_scale)
-        on_batch(global_size, loss)
+                          loss_scale=part.loss_scale)
+        on_batch(part.global_size, loss)
     return sums.read()
 
 

@@ -36,7 +36,7 @@ from auxcli.data.load import load_data
 from auxcli.data.stats import channel_stats
 from auxcli.data.types import ImageData, Split
 from auxcli.errors import AuxcliError, CheckpointError, Problem, SpecError, TrainingDiverged
-from auxcli.models.batchnorm import use_ghost_batch_norm, use_sync_batch_norm
+from auxcli.models.batchnorm import ghost_parts, use_ghost_batch_norm, use_sync_batch_norm
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone
 from auxcli.spec import Spec, launch_problems
@@ -207,7 +207,7 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
         tasks = build_tasks(spec, label_set_sizes(data))
         mean, std = channel_stats(data.train.images)
         normalize = {"mean": mean.float(), "std": std.float()}
-        model = build_network(spec, tasks)
+        model = build_network(spec, tasks, ranks.world_size)
         setup = apply_transfer(spec, model, source)
         model = runtime.place(model)
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=spec.train.lr,
@@ -236,14 +236,15 @@ def prepare(spec: Spec, seed: int, ranks: Ranks) -> _Training:
         transfer_tags=setup.tags if setup else {}, normalize=normalize)
 
 
-def build_network(spec: Spec, tasks: list[Task]) -> Network:
+def build_network(spec: Spec, tasks: list[Task], world_size: int = 1) -> Network:
     """The spec's backbone with one fresh head per task (the study's Figure 1), its BatchNorm layers
-    ghost (`runtime.bn_split`) or synchronised (`runtime.sync_bn`) as the spec asks."""
+    ghost (groups of `runtime.bn_group` images, whatever the `world_size`) or synchronised
+    (`runtime.sync_bn`) as the spec asks."""
     backbone = create_backbone(spec.model, image_size=spec.data.image_size)
     network = Network(backbone, {task.name: task.build_head(backbone.feature_width) for task in tasks})
     if spec.runtime.sync_bn:
         return use_sync_batch_norm(network)
-    return use_ghost_batch_norm(network, spec.runtime.bn_split)
+    return use_ghost_batch_norm(network, ghost_parts(spec.runtime.bn_group, spec.train.batch_size, world_size))
 
 
 def _check_launch(spec: Spec, ranks: Ranks, runtime: Runtime) -> None:
@@ -365,7 +366,7 @@ def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
     started = time.perf_counter()
     lr = t.optimizer.param_groups[0]["lr"]
     order = epoch_permutation(len(t.train_split), seed=seed, epoch=epoch)
-    generator = torch.Generator(device=runtime.device).manual_seed(augment_seed(seed, epoch, ranks.rank))
+    generator = torch.Generator(device=runtime.device).manual_seed(augment_seed(seed, epoch))
     t.progress.start_epoch(epoch, spec.train.epochs, len(t.train_split))
     t.set_train_mode(t.model)
     train_sums = train_epoch(t.forward, t.tasks, t.optimizer, t.train_split, order, batch_size=spec.train.batch_size,
@@ -378,6 +379,7 @@ def _one_epoch(epoch: int, t: _Training) -> dict[str, float]:
             raise TrainingDiverged(f"{run_label(spec, seed)}: the training loss became {train_sums['loss']} in epoch "
                                    f"{epoch}; the run is marked FAILED and last.pt still holds epoch {epoch - 1}. "
                                    "Lower train.lr or check the data.")
+    ranks.share_buffers(t.model)  # rank 0's BatchNorm statistics, the ones final.pt saves, on every rank
     t.model.eval()
     eval_started = time.perf_counter()
     row: dict[str, float] = {"epoch": epoch, **split_metrics("train", t.tasks, train_sums)}
