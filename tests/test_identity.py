@@ -34,7 +34,7 @@ def test_fields_outside_the_identity_leave_it_unchanged(tiny_spec, override):
 
 
 @pytest.mark.parametrize("override", ["train.lr=0.05", "train.epochs=3", "data.subset=2", "model.base_width=8",
-                                      "augment.flip=false", "runtime.precision=fp32", "runtime.bn_split=2",
+                                      "augment.flip=false", "runtime.precision=fp32", "runtime.bn_group=16",
                                       "runtime.deterministic=true", "train.eval_batch_size=100",
                                       "task.labels=superclass"])
 def test_fields_that_change_what_a_seed_computes_change_the_identity(tiny_spec, override):
