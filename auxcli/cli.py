@@ -570,18 +570,25 @@ def reproduce(
     check_only: Annotated[bool, typer.Option("--check-only", help="Verify the bundle and stop.")] = False,
     allow_data_change: Annotated[bool, typer.Option(
         "--allow-data-change", help="Re-run even when the data files differ from the recorded ones.")] = False,
+    max_extracted_gib: Annotated[float | None, typer.Option(
+        "--max-extracted-gib", min=0, help="Refuse a bundle whose members add up to more (default 16 GiB).")] = None,
+    max_compression_ratio: Annotated[float | None, typer.Option(
+        "--max-compression-ratio", min=1, help="Refuse a bundle over 64 MiB that extracts to more than this many "
+        "times its file size (default 200).")] = None,
 ) -> None:
     """Verify a bundle, print how this machine differs, re-run every run and compare metrics (exit 0 only if
     all are within tolerance)."""
     from auxcli.bundle.archive import verify_bundle
     from auxcli.bundle.reproduce import bundle_summary, reproduce_bundle
+    from auxcli.bundle.trust import Limits
     from auxcli.errors import ReproductionMismatch
 
+    limits = Limits.of(max_extracted_gib, max_compression_ratio)
     if check_only:
-        typer.echo(bundle_summary(verify_bundle(bundle_file)))
+        typer.echo(bundle_summary(verify_bundle(bundle_file, limits)))
         return
     result = reproduce_bundle(bundle_file, epochs=epochs, tolerance=tolerance, runs_dir=runs_dir,
-                              allow_data_change=allow_data_change, echo=typer.echo)
+                              allow_data_change=allow_data_change, echo=typer.echo, limits=limits)
     if not result.ok:
         raise ReproductionMismatch(f"{bundle_file}: some metrics are outside their tolerance (the rows marked NO).")
 
