@@ -155,3 +155,55 @@ def test_bundled_data_root_and_tracking_uri_are_reported_never_obeyed(at, tmp_pa
 
     store = MlflowClient(tracking_uri=f"sqlite:///{at / 'mlflow.db'}")
     assert store.get_experiment_by_name("auxcli-reproduce") is not None  # the user's own store
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+@pytest.fixture
+def copy_of_run(at, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy" / "seed-0"
+    shutil.copytree(at / "runs" / "pre" / "seed-0", folder, symlinks=True)
+    return folder
+
+
+@pytest.mark.parametrize("plant", ["repro-file", "repro-folder", "history"])
+def test_bundling_refuses_a_link_out_of_the_run_folder(at, copy_of_run, tmp_path, plant):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for strangers")
+    if plant == "repro-file":
+        (copy_of_run / "repro" / "notes.txt").symlink_to(secret)
+    elif plant == "repro-folder":
+        (copy_of_run / "repro" / "more").symlink_to(tmp_path, target_is_directory=True)
+    else:
+        (copy_of_run / "history.csv").unlink()
+        (copy_of_run / "history.csv").symlink_to(secret)
+    out = tmp_path / "linked.tar.gz"
+    refused(invoke("bundle", copy_of_run, "-o", out), "symbolic link", "never follows a link")
+    assert not out.exists()
+
+
+def test_bundling_refuses_a_fifo_in_the_run_folder_without_hanging(at, copy_of_run, tmp_path):
+    import os
+
+    os.mkfifo(copy_of_run / "repro" / "pipe")
+    refused(invoke("bundle", copy_of_run, "-o", tmp_path / "fifo.tar.gz"), "not a regular file", "pipe")
+
+
+@pytest.mark.parametrize("damage", ["<<<<<<< HEAD\n{}\n=======\n", "[1, 2]", ""])
+def test_bundling_a_damaged_metrics_file_names_it(at, copy_of_run, tmp_path, damage):
+    (copy_of_run / "metrics.json").write_text(damage)
+    refused(invoke("bundle", copy_of_run, "-o", tmp_path / "damaged.tar.gz"), "metrics.json", "damaged")
+
+
+def test_bundle_by_spec_name_from_a_subfolder_of_the_project(at, monkeypatch, tmp_path):
+    (at / ".git").mkdir(exist_ok=True)  # the project root that anchors runs/
+    (at / "sub").mkdir(exist_ok=True)
+    monkeypatch.chdir(at / "sub")
+    try:
+        result = invoke("bundle", "pre", "-o", tmp_path / "by-name.tar.gz")
+    finally:
+        (at / ".git").rmdir()
+    assert result.exit_code == 0, result.output
+    assert "runs/pre/seed-0" in json.dumps(members(tmp_path / "by-name.tar.gz")[1])
