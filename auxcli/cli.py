@@ -36,15 +36,19 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except AuxcliError as exc:
             if not getattr(exc, "quiet", False):  # quiet: another torchrun rank prints the same error
-                typer.echo(str(exc), err=True)
+                from auxcli.credentials import mask_passwords
+
+                typer.echo(mask_passwords(str(exc)), err=True)
             raise typer.Exit(exc.exit_code) from None
         except _CLI_EXCEPTIONS:  # usage errors, --help, Ctrl-C: the CLI framework reports them
             raise
         except Exception as exc:  # OSError (full disk, read-only folder), a broken MLflow store, a bug
             if _debug_enabled():
                 raise
+            from auxcli.credentials import mask_passwords
+
             message, code = describe_unexpected(exc)
-            typer.echo(message, err=True)
+            typer.echo(mask_passwords(message), err=True)
             raise typer.Exit(code) from None
 
 

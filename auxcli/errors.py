@@ -33,7 +33,9 @@ class Problem:
         text = f"{where} {self.path or '<spec>'}: {self.message}"
         if self.allowed:
             text += f"; allowed: {self.allowed}"
-        return text
+        from auxcli.credentials import mask_passwords
+
+        return mask_passwords(text)  # a --set or a line may quote a URI with a password
 
 
 class SpecError(AuxcliError):

@@ -439,6 +439,11 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
                 add(path, "an image-folder data set has superclasses only with a class -> superclass mapping",
                     "gt or random; or set data.superclasses to a YAML file mapping each class to its superclass",
                     at="data.dataset")
+    from auxcli.credentials import ALLOWED, has_password
+
+    if has_password(spec.tracking.uri):
+        add("tracking.uri", "a password in the URI would be written into run records, MLflow params and bundles",
+            ALLOWED)
     if data.superclasses is not None and data.dataset != "folder":
         add("data.superclasses", f"{data.dataset} brings its own label sets",
             "null, or data.dataset: folder")
