@@ -207,3 +207,11 @@ def test_bundle_by_spec_name_from_a_subfolder_of_the_project(at, monkeypatch, tm
         (at / ".git").rmdir()
     assert result.exit_code == 0, result.output
     assert "runs/pre/seed-0" in json.dumps(members(tmp_path / "by-name.tar.gz")[1])
+
+
+def test_bundling_a_run_whose_spec_is_a_yaml_bomb_names_it(at, copy_of_run, tmp_path):
+    (copy_of_run / "spec.resolved.yaml").write_text(
+        "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n")
+    refused(invoke("bundle", copy_of_run, "-o", tmp_path / "bomb.tar.gz"), "spec.resolved.yaml", "alias bomb")

@@ -108,15 +108,13 @@ def _hashes(root: Path, files: dict[str, list[tuple[str, str]]]) -> dict[str, st
 
 def read_superclasses(path: Path, classes: list[str]) -> tuple[list[str], torch.Tensor]:
     """Superclass names (sorted) and int64 (num classes,) class -> superclass index, from a YAML mapping."""
-    from ruamel.yaml import YAML
-    from ruamel.yaml.error import YAMLError
+    from auxcli.errors import SpecError
+    from auxcli.safeyaml import read_yaml_file
 
-    try:
-        mapping = YAML(typ="safe", pure=True).load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataError(f"data.superclasses: cannot read {Path(path).resolve()} ({exc.strerror}).") from None
-    except YAMLError as exc:
-        raise DataError(f"data.superclasses: {Path(path).resolve()} is not valid YAML ({exc}).") from None
+    try:  # a regular file of at most 1 MiB, plain YAML: a FIFO, /dev/zero or an alias bomb is refused
+        mapping = read_yaml_file(Path(path), "superclass mapping", "a YAML mapping of class name to superclass name")
+    except SpecError as exc:
+        raise DataError(f"data.superclasses: {exc}") from None
     if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
                                                 for k, v in mapping.items()):
         raise DataError(f"data.superclasses: {Path(path).resolve()} must be a YAML mapping of class name to "

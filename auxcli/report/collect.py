@@ -196,16 +196,20 @@ class RunFolders:
     def _record(self, folder: Path) -> RunRecord | None:
         import json
 
-        from ruamel.yaml import YAML
-        from ruamel.yaml.error import YAMLError
-
+        from auxcli.errors import SpecError
+        from auxcli.safeyaml import read_yaml_file
         from auxcli.tracking import flatten
 
         try:
             metrics = json.loads((folder / "metrics.json").read_text())
-            spec = YAML(typ="safe", pure=True).load((folder / "spec.resolved.yaml").read_text()) or {}
-        except (OSError, ValueError, YAMLError):
-            return None  # a half-copied folder: nothing to report from it
+            spec = read_yaml_file(folder / "spec.resolved.yaml", "resolved spec", "a YAML mapping") or {}
+        except (OSError, ValueError, SpecError) as exc:  # a half-copied or damaged folder: named, then skipped
+            import logging
+
+            logging.getLogger(__name__).warning("skipped run folder %s: %s", folder, str(exc).splitlines()[0][:300])
+            return None
+        if not isinstance(metrics, dict) or not isinstance(spec, dict):
+            return None
         seed_text = folder.name.removeprefix("seed-")
         seed = int(seed_text) if seed_text.isdigit() else None
         name = str(metrics.get("spec_name") or spec.get("name") or folder.parent.name)
