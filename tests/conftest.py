@@ -88,6 +88,13 @@ def image_folder(workdir):
     return make
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_home(tmp_path_factory):
+    """The image-folder cache key (auxcli.data.folder.cache_key) goes to a per-session folder, not ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _cli_environment_per_test():
     """The CLI exports its verbosity (-q/-v) and command line for the processes it starts; in one pytest
