@@ -397,9 +397,11 @@ named `auxcli-report` tagged `auxcli.report=true` in the experiment `<experiment
 training runs' charts.
     """
     from auxcli.report import make_report
+    from auxcli.signals import stop_on_signals
 
-    result = make_report(paths=paths or (), overrides=set_ or (), tracking_uri=tracking_uri,
-                         experiment=experiment, fmt=fmt.value, out=out, plots=plots)
+    with stop_on_signals("an open report run is marked KILLED; re-run the command."):
+        result = make_report(paths=paths or (), overrides=set_ or (), tracking_uri=tracking_uri,
+                             experiment=experiment, fmt=fmt.value, out=out, plots=plots)
     if out is None:
         typer.echo(result.text, nl=False)
     for path in result.written:
@@ -464,9 +466,11 @@ def analyze(
     """Compare runs' test-set features: linear CKA matrix and heatmap, 2-D embeddings by superclass, and a
     closed-form ridge-probe accuracy per run (a fast companion to Table 2's probe, not the same number)."""
     from auxcli.analysis.analyze import analyze_runs, format_summary
+    from auxcli.signals import stop_on_signals
 
-    result = analyze_runs(runs, layer=layer, out=out, embedding=embedding.value, tracking_uri=tracking_uri,
-                          log_to_mlflow=mlflow, device=device)
+    with stop_on_signals("an open analysis run is marked KILLED; re-run the command."):
+        result = analyze_runs(runs, layer=layer, out=out, embedding=embedding.value, tracking_uri=tracking_uri,
+                              log_to_mlflow=mlflow, device=device)
     typer.echo(format_summary(result), nl=False)
     for path in result.written:
         typer.echo(f"wrote {path}", err=True)

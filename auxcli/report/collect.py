@@ -99,19 +99,26 @@ class Store:
         """A fresh run `auxcli-report` (tag auxcli.report=true) holding the figures (`figures/`) and
         renderings (`report/`), in the experiment `<experiment>-reports` so that it never shows in the
         training runs' charts and tables; returns its id."""
+        from auxcli.signals import end_orphans, process_tags
+        from auxcli.testhooks import pause_point
         from auxcli.tracking import ensure_experiment
 
         experiment_id = self._call("create the reports experiment", ensure_experiment, self.client,
                                    self.experiment + REPORTS_SUFFIX)
-        run = self._call("create the report run", self.client.create_run, experiment_id,
-                         run_name=REPORT_RUN_NAME, tags={REPORT_TAG: "true", "auxcli.experiment": self.experiment})
+        end_orphans(self.client, experiment_id, REPORT_TAG)
+        run = self._call("create the report run", self.client.create_run, experiment_id, run_name=REPORT_RUN_NAME,
+                         tags={REPORT_TAG: "true", "auxcli.experiment": self.experiment, **process_tags()})
         run_id = run.info.run_id
         status = "FAILED"
         try:
+            pause_point("report-run-open")
             for path in files:
                 subdir = "figures" if path.suffix == ".png" else "report"
                 self._call("log an artifact", self.client.log_artifact, run_id, str(path), subdir)
             status = "FINISHED"
+        except KeyboardInterrupt:  # SIGTERM or Ctrl-C (auxcli.signals): KILLED, as `auxcli run` ends its runs
+            status = "KILLED"
+            raise
         finally:
             self.client.set_terminated(run_id, status=status)
         return run_id
