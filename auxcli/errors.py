@@ -84,6 +84,13 @@ class RunInUse(AuxcliError):
     exit_code = 2
 
 
+class DamagedRunFile(AuxcliError):
+    """A run folder's file (`history.csv`, `metrics.json`) that cannot be read: merge-conflict markers, a
+    truncated copy, foreign content."""
+
+    exit_code = 2
+
+
 class StaleResult(AuxcliError):
     """The run folder holds a result of a different resolved spec than the one asked for."""
 

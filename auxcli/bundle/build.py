@@ -19,6 +19,7 @@ from typing import Any
 
 from auxcli.bundle.archive import Content, write_bundle
 from auxcli.bundle.record import RECORD_DIR
+from auxcli.runfolder import read_history
 from auxcli.tracking import RUN_ID, names_a_run
 from auxcli.errors import BundleError
 
@@ -136,6 +137,7 @@ def run_members(run: BundledRun, with_weights: bool) -> dict[str, Content]:
         if not path.is_file():
             raise BundleError(f"{run.folder}: {name} is missing; only finished runs can be bundled.")
         members[f"{run.member_dir}/{name}"] = path.read_bytes()
+    read_history(members[f"{run.member_dir}/history.csv"].decode("utf-8", "replace"), run.folder / "history.csv")
     members[f"{run.member_dir}/mlflow.json"] = (json.dumps(run.mlflow, indent=2, sort_keys=True) + "\n").encode()
     record = run.folder / RECORD_DIR
     _refuse_links(record, run.folder)

@@ -367,7 +367,7 @@ def current_data(data: DataSpec) -> dict[str, Any]:
 
 def compare_run(label: str, recorded: Path, outcome, epochs: int | None, tolerance: float | None,
                 spec) -> list[Comparison]:
-    then = read_history((recorded / "history.csv").read_text(encoding="utf-8"))
+    then = read_history((recorded / "history.csv").read_text(encoding="utf-8"), recorded / "history.csv")
     now = outcome.folder.read_history()
     if epochs is not None:
         then = then[:epochs]

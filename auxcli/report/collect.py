@@ -244,7 +244,7 @@ class RunFolders:
                         try:
                             value = float(row.get(metric) or "nan")
                             epoch = int(float(row["epoch"]))
-                        except (KeyError, ValueError):
+                        except (KeyError, ValueError, TypeError):  # a damaged row (missing or extra cells)
                             continue
                         if math.isfinite(value):
                             points.append((epoch, value))
