@@ -215,3 +215,24 @@ def test_bundling_a_run_whose_spec_is_a_yaml_bomb_names_it(at, copy_of_run, tmp_
         "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
         "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n")
     refused(invoke("bundle", copy_of_run, "-o", tmp_path / "bomb.tar.gz"), "spec.resolved.yaml", "alias bomb")
+
+
+@pytest.mark.parametrize("member, content", [
+    ("environment.json", b"[1, 2]"), ("code.json", b"{not json"), ("data.json", b'{"files": [1]}'),
+    ("data.json", None), ("environment.json", b'{"runtime": "cpu", "distributions": []}'),
+])
+def test_a_damaged_bundled_record_is_named(at, member, content, tmp_path):
+    def edit(files, runs):
+        key = f"runs/pre/seed-0/repro/{member}"
+        if content is None:
+            files.pop(key)
+        else:
+            files[key] = content
+
+    bundle = forged(at, "record.tar.gz", edit)
+    result = invoke("reproduce", bundle, "--epochs", "1", "--runs-dir", tmp_path / "rd")
+    if member == "environment.json" and content and content.startswith(b"{"):
+        assert result.exit_code == 0, result.output  # odd values are differences, not errors
+        assert "environment runtime: recorded cpu" in result.output
+    else:
+        refused(result, f"repro/{member}")

@@ -323,25 +323,30 @@ def differences(recorded: Path, env_now: dict[str, Any], code_now: dict[str, Any
     if not (record / "environment.json").is_file():
         return [f"{label}: no repro/ record (run finished before records existed); differences unknown"], None
     lines = []
-    env_then = json.loads((record / "environment.json").read_text())
+    env_then = _record_json(record / "environment.json", label)
     for key in ("python", "os", "machine", "cpu", "gpus", "gpu_driver", "cuda", "cudnn", "torch", "torchvision",
                 "threads", "runtime", "determinism"):
         if env_then.get(key) != env_now.get(key):
             lines.append(f"{label}: environment {key}: recorded {env_then.get(key)}, now {env_now.get(key)}")
-    then, now = env_then.get("distributions", {}), env_now.get("distributions", {})
+    then, now = env_then.get("distributions") or {}, env_now.get("distributions", {})
+    if not isinstance(then, dict):
+        then = {}
     changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
     if changed:
         shown = ", ".join(f"{k} {then.get(k, '-')} -> {now.get(k, '-')}" for k in changed[:10])
         lines.append(f"{label}: {len(changed)} installed distribution(s) differ: {shown}"
                      + (" ..." if len(changed) > 10 else ""))
-    code_then = json.loads((record / "code.json").read_text())
+    code_then = _record_json(record / "code.json", label)
     for key in ("git_commit", "git_dirty", "patch_sha256"):
         if code_then.get(key) != code_now.get(key):
             lines.append(f"{label}: code {key}: recorded {code_then.get(key)}, now {code_now.get(key)}")
     if code_then.get("package") != code_now.get("package"):
         lines.append(f"{label}: auxcli package: recorded {code_then.get('package')}, now {code_now.get('package')}")
-    data_then = json.loads((record / "data.json").read_text())
-    files_then, files_now = data_then.get("files", {}), data_now.get("files", {})
+    data_then = _record_json(record / "data.json", label)
+    files_then, files_now = data_then.get("files") or {}, data_now.get("files", {})
+    if not isinstance(files_then, dict) or not all(isinstance(v, dict) for v in files_then.values()):
+        raise BundleError(f"{label}/{RECORD_DIR}/data.json: files is not a mapping of file names to their sha256 "
+                          "and size; the bundle's record is damaged")
     differing = sorted(k for k in set(files_then) | set(files_now)
                        if (files_then.get(k) or {}).get("sha256") != (files_now.get(k) or {}).get("sha256"))
     data_change = None
@@ -352,6 +357,20 @@ def differences(recorded: Path, env_now: dict[str, Any], code_now: dict[str, Any
     if not lines:
         lines.append(f"{label}: environment, code and data as recorded")
     return lines, data_change
+
+
+def _record_json(path: Path, label: str) -> dict[str, Any]:
+    """A bundled record file as a JSON object; `BundleError` naming it when it is missing or damaged."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise BundleError(f"{label}/{RECORD_DIR}/{path.name} is missing from the bundle's record") from None
+    except ValueError as exc:
+        raise BundleError(f"{label}/{RECORD_DIR}/{path.name} is not valid JSON ({str(exc)[:100]}); the bundle's "
+                          "record is damaged") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{label}/{RECORD_DIR}/{path.name} is not a JSON object; the bundle's record is damaged")
+    return data
 
 
 def current_data(data: DataSpec) -> dict[str, Any]:
@@ -407,8 +426,9 @@ def exact_expected(recorded: Path, spec) -> bool:
     environment = recorded / RECORD_DIR / "environment.json"
     if not spec.runtime.deterministic or not environment.is_file():
         return False
-    then = json.loads(environment.read_text()).get("runtime", {}).get("device", "")
-    return then.split(":")[0] == resolve_runtime(spec.runtime).device.type
+    runtime = _record_json(environment, recorded.name).get("runtime")
+    then = runtime.get("device") if isinstance(runtime, dict) else None
+    return isinstance(then, str) and then.split(":")[0] == resolve_runtime(spec.runtime).device.type
 
 
 def _uncompared(metric: str) -> bool:
