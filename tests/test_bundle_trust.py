@@ -236,3 +236,12 @@ def test_a_damaged_bundled_record_is_named(at, member, content, tmp_path):
         assert "environment runtime: recorded cpu" in result.output
     else:
         refused(result, f"repro/{member}")
+
+
+def test_an_old_run_with_a_password_in_its_spec_is_not_bundled(at, copy_of_run, tmp_path):
+    spec = copy_of_run / "spec.resolved.yaml"
+    spec.write_text(spec.read_text().replace("uri: null", "uri: http://alice:hunter2-secret@127.0.0.1:9/"))
+    out = tmp_path / "creds.tar.gz"
+    result = invoke("bundle", copy_of_run, "--tracking-uri", f"sqlite:///{at / 'mlflow.db'}", "-o", out)
+    refused(result, "password", "never carries credentials")
+    assert "hunter2-secret" not in result.output and not out.exists()

@@ -138,6 +138,7 @@ def run_members(run: BundledRun, with_weights: bool) -> dict[str, Content]:
             raise BundleError(f"{run.folder}: {name} is missing; only finished runs can be bundled.")
         members[f"{run.member_dir}/{name}"] = path.read_bytes()
     read_history(members[f"{run.member_dir}/history.csv"].decode("utf-8", "replace"), run.folder / "history.csv")
+    _refuse_credentials(run)
     members[f"{run.member_dir}/mlflow.json"] = (json.dumps(run.mlflow, indent=2, sort_keys=True) + "\n").encode()
     record = run.folder / RECORD_DIR
     _refuse_links(record, run.folder)
@@ -153,6 +154,19 @@ def run_members(run: BundledRun, with_weights: bool) -> dict[str, Content]:
         _refuse_links(run.final, run.folder)
         members[f"{run.member_dir}/final.pt"] = run.final
     return members
+
+
+def _refuse_credentials(run: BundledRun) -> None:
+    """A run recorded before passwords in tracking URIs were refused still has one in its spec and params:
+    such a run is not bundled (credentials never travel; `auxcli.credentials`)."""
+    from auxcli.credentials import has_password
+
+    spec_uri = (_read_yaml(run.folder / "spec.resolved.yaml").get("tracking") or {}).get("uri")
+    param_uri = (run.mlflow.get("params") or {}).get("tracking.uri")
+    if has_password(str(spec_uri or "")) or has_password(str(param_uri or "")):
+        raise BundleError(f"{run.folder}: the run's tracking.uri holds a password (recorded before auxcli refused "
+                          "them); a bundle never carries credentials. Re-run the spec without the password "
+                          "(MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD instead) and bundle that run.")
 
 
 def _refuse_links(path: Path, run_folder: Path) -> None:
