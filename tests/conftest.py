@@ -90,7 +90,7 @@ def image_folder(workdir):
 
 @pytest.fixture(scope="session", autouse=True)
 def _own_cache_home(tmp_path_factory):
-    """The image-folder cache key (auxcli.data.folder.cache_key) goes to a per-session folder, not ~/.cache."""
+    """The image-folder cache markers (auxcli.data.folder.trust_folder) go to a per-session folder, not ~/.cache."""
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
     yield
 

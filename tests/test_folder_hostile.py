@@ -117,9 +117,12 @@ def test_a_cache_from_another_account_is_not_trusted(image_folder, monkeypatch, 
     stamp = cache.stat().st_mtime_ns
     load_folder(root, image_size=16)
     assert cache.stat().st_mtime_ns == stamp  # this account's cache: re-used
+    files = {p.name: p.read_bytes() for p in cache.parent.iterdir()}
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "someone-else"))
     load_folder(root, image_size=16)
-    assert cache.stat().st_mtime_ns != stamp  # another key: decoded again and rewritten
+    assert cache.stat().st_mtime_ns != stamp  # not decoded by this account: decoded again and rewritten
+    # ... to the same bytes: a DVC-tracked data folder does not change when another machine checks its cache
+    assert {p.name: p.read_bytes() for p in cache.parent.iterdir()} == files
 
 
 FIFO_SCRIPT = """

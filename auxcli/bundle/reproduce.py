@@ -168,7 +168,6 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
 def check_fresh(runs_dir: Path, bundle: VerifiedBundle) -> None:
     """Re-runs retrain with --force: refuse a runs folder that holds these runs from anything but an
     earlier reproduction of this same bundle, so that no original run is overwritten."""
-
     if _earlier_reproduction(runs_dir, bundle):
         return
     if (runs_dir / BUNDLE_DIR).exists() or (runs_dir / BUNDLE_DIR).is_symlink():

@@ -16,11 +16,13 @@ only when every hash (and the file list) is unchanged; otherwise it decodes agai
 A read-only data folder just goes uncached.
 
 The cache is checked against the folder, not against itself (issue 21): anyone who can edit the cache
-can also rewrite its manifest, so the manifest is authenticated with an HMAC under a key only this
-user's account holds (`cache_key`, in `$XDG_CACHE_HOME/auxcli/` or `~/.cache/auxcli/`), and the labels
-in it must equal the labels the folder's listing gives. A cache written elsewhere (copied by DVC, edited
-by hand) fails the check and is rebuilt from the images once. Only regular files are read: a FIFO or a
-device as a cache file is ignored (and not written through), never opened.
+can also rewrite its manifest to match, so a cache is used only when this account decoded those images
+into exactly that cache before (a marker named by the sha256 of the manifest, cache hash included, in
+`$XDG_CACHE_HOME/auxcli/folder-cache/` or `~/.cache/auxcli/folder-cache/`, where the data's provider
+cannot write), and its labels must equal the labels the folder's listing gives. A cache written
+elsewhere (pulled by DVC, edited by hand) is decoded again once; the files in the data folder keep their
+format, so a DVC-tracked data folder does not change when the same images give the same tensors. Only
+regular files are read: a FIFO or a device as a cache file is ignored (and not written through).
 
 Hostile images (issue 21): a file over `MAX_IMAGE_BYTES`, or whose header declares more than
 `MAX_IMAGE_PIXELS` pixels (PIL's decompression-bomb limit, `PIL.Image.MAX_IMAGE_PIXELS`: 89.5 million),
@@ -34,7 +36,6 @@ superclasses are numbered in sorted order, like the classes.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import stat
@@ -54,7 +55,6 @@ SPLITS = ("train", "test")
 _RESIZE_CHUNK = 1024  # images resized per call: bounds the float intermediate of a big split
 MAX_IMAGE_BYTES = 256 << 20  # one image file; a 1024 px PNG is a few MB
 MAX_MANIFEST_BYTES = 256 << 20  # the cache manifest: ~100 bytes per image
-KEY_FILE = "folder-cache.key"
 
 
 def load_folder(root: Path, *, image_size: int, superclasses: Path | None = None) -> ImageData:
@@ -266,9 +266,8 @@ def _read_cache(root: Path, image_size: int, classes: list[str], hashes: dict[st
     expected = {"format": CACHE_FORMAT, "image_size": image_size, "classes": classes, "files": hashes}
     if not isinstance(manifest, dict) or any(manifest.get(k) != v for k, v in expected.items()):
         return None
-    key = cache_key()
-    if key is None or not hmac.compare_digest(str(manifest.get("mac", "")), _mac(key, manifest)):
-        return None  # not written by this account: rebuilt from the images
+    if not _trusted(manifest):
+        return None  # not decoded by this account: rebuilt from the images
     if _sha256(cache) != manifest.get("cache_sha256"):
         return None
     try:
@@ -306,48 +305,44 @@ def folder_labels(files: dict[str, list[tuple[str, str]]], classes: list[str]) -
     return {split: torch.tensor([label[cls] for cls, _ in files[split]], dtype=torch.int64) for split in SPLITS}
 
 
-def cache_key() -> bytes | None:
-    """This account's key for cache manifests (32 random bytes, created once, mode 0600); None when it
-    cannot be read or created (then nothing is cached)."""
-    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "auxcli"
-    path = folder / KEY_FILE
+def trust_folder() -> Path:
+    """Where this account keeps the markers of caches it decoded itself."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "auxcli" / "folder-cache"
+
+
+def _marker(manifest: dict) -> Path:
+    body = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
+    return trust_folder() / hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+def _trusted(manifest: dict) -> bool:
+    return _regular(_marker(manifest))
+
+
+def _trust(manifest: dict) -> None:
     try:
-        if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(os.urandom(32))
-        if not _regular(path, 1024):
-            return None
-        key = path.read_bytes()
-    except FileExistsError:  # another process created it just now
-        key = path.read_bytes() if _regular(path, 1024) else b""
+        marker = _marker(manifest)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
     except OSError:
-        return None
-    return key if len(key) >= 16 else None
-
-
-def _mac(key: bytes, manifest: dict) -> str:
-    body = json.dumps({k: v for k, v in manifest.items() if k != "mac"}, sort_keys=True, separators=(",", ":"))
-    return hmac.new(key, body.encode("utf-8"), hashlib.sha256).hexdigest()
+        pass  # a read-only home: the cache is decoded again next time, never trusted blindly
 
 
 def _write_cache(root: Path, image_size: int, classes: list[str], hashes: dict[str, str],
                  tensors: dict[str, torch.Tensor]) -> None:
     cache, manifest_path = _cache_paths(root, image_size)
-    key = cache_key()
     for path in (cache, manifest_path):  # a FIFO or device there would be written through, or block
-        if key is None or (path.exists() or path.is_symlink()) and not _regular(path):
+        if (path.exists() or path.is_symlink()) and not _regular(path):
             return
     try:
         atomic_write_bytes(cache, lambda f: torch.save(tensors, f))
         manifest = {"format": CACHE_FORMAT, "image_size": image_size, "classes": classes,
                     "counts": {split: int(tensors[f"{split}_fine"].numel()) for split in SPLITS},
                     "cache_sha256": _sha256(cache), "files": hashes}
-        manifest["mac"] = _mac(key, manifest)
         atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     except (OSError, AuxcliError):
-        pass  # a read-only data folder: the data is correct, only the next load decodes again
+        return  # a read-only data folder: the data is correct, only the next load decodes again
+    _trust(manifest)
 
 
 def _sha256(path: Path) -> str:
