@@ -394,7 +394,7 @@ def _mapping_file_problem(path: str) -> str | None:
 
     try:
         info = os.stat(anchored(path))
-    except OSError:
+    except (OSError, ValueError):  # missing (DVC may pull it), or a name the OS cannot hold (refused elsewhere)
         return None
     if not stat.S_ISREG(info.st_mode):
         return f"{anchored(path)} is not a regular file (a folder, FIFO, socket or device)"
