@@ -245,3 +245,15 @@ def test_an_old_run_with_a_password_in_its_spec_is_not_bundled(at, copy_of_run, 
     result = invoke("bundle", copy_of_run, "--tracking-uri", f"sqlite:///{at / 'mlflow.db'}", "-o", out)
     refused(result, "password", "never carries credentials")
     assert "hunter2-secret" not in result.output and not out.exists()
+
+
+def test_a_bundled_mapping_outside_the_project_is_refused(at, tmp_path):
+    def outside(files, runs):
+        text = files["runs/pre/seed-0/spec.resolved.yaml"].decode()
+        assert "superclasses: null" in text
+        files["runs/pre/seed-0/spec.resolved.yaml"] = text.replace("superclasses: null",
+                                                                   "superclasses: /etc/passwd").encode()
+
+    result = invoke("reproduce", forged(at, "mapping.tar.gz", outside), "--runs-dir", tmp_path / "rd")
+    refused(result, "data.superclasses", "outside this project")
+    assert not (tmp_path / "rd" / "_bundle").exists()  # the extraction is removed again
