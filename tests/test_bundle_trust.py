@@ -257,3 +257,34 @@ def test_a_bundled_mapping_outside_the_project_is_refused(at, tmp_path):
     result = invoke("reproduce", forged(at, "mapping.tar.gz", outside), "--runs-dir", tmp_path / "rd")
     refused(result, "data.superclasses", "outside this project")
     assert not (tmp_path / "rd" / "_bundle").exists()  # the extraction is removed again
+
+
+def _with_manifest(at: Path, name: str, edit) -> Path:
+    """The good bundle's members under a manifest that `edit(manifest)` changed, its bundle_id recomputed."""
+    import gzip
+    import io
+
+    from auxcli.bundle.archive import bundle_id
+
+    files, _ = members(at / "good.tar.gz")
+    with tarfile.open(at / "good.tar.gz", "r:gz") as tar:
+        manifest = json.loads(tar.extractfile(MANIFEST).read())
+    edit(manifest)
+    manifest["bundle_id"] = bundle_id(manifest)
+    with gzip.GzipFile(at / name, "wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as out:
+        for member, data in [(MANIFEST, json.dumps(manifest).encode()), *sorted(files.items())]:
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            out.addfile(info, io.BytesIO(data))
+    return at / name
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda m: m["members"]["REPORT.md"].update(size=True), "non-negative integer"),
+    (lambda m: m["members"]["REPORT.md"].update(size=-1), "non-negative integer"),
+    (lambda m: m["members"]["REPORT.md"].update(sha256="AB" * 32), "64 lowercase hex"),
+    (lambda m: m["runs"][0].update(transfer_source=m["runs"][0]["path"]), "not another run"),
+    (lambda m: m["members"]["runs/pre/seed-0/spec.resolved.yaml"].update(size=2 << 20), "is at most 1,048,576"),
+], ids=["size-bool", "size-negative", "sha-upper", "transfer-self", "spec-too-big"])
+def test_member_entries_of_the_manifest_are_checked(at, edit, problem):
+    refused(invoke("reproduce", _with_manifest(at, "members.tar.gz", edit), "--check-only"), problem)

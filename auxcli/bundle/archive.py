@@ -38,7 +38,6 @@ BUNDLE_FORMAT = "auxcli-bundle/1"
 MANIFEST = "manifest.json"
 MAX_MEMBER_BYTES = 16 << 30  # 16 GiB: far above any checkpoint here, far below a decompression bomb's aim
 MAX_MANIFEST_BYTES = 64 << 20
-MAX_AGREEMENT_BYTES = 1 << 20  # a spec or metrics file kept in memory for `trust.check_agreement`
 _CHUNK = 1 << 20
 
 Content = bytes | Path  # a member's bytes, or a file to copy (checkpoints are not read into memory)
@@ -174,7 +173,7 @@ def verify_bundle(path: Path, limits: Limits | None = None) -> VerifiedBundle:
         if info.size != expected["size"]:
             raise BundleError(f"{path}: bundle member {info.name!r} is {info.size} bytes; the manifest says "
                               f"{expected['size']}")
-        if info.name in wanted and info.size <= MAX_AGREEMENT_BYTES:
+        if info.name in wanted and info.size <= trust.AGREEMENT_MAX_BYTES:
             data = tar.extractfile(info).read()
             contents[info.name] = data
             digest = hashlib.sha256(data).hexdigest()

@@ -33,6 +33,7 @@ MAX_EXTRACTED_BYTES = 16 << 30  # 16 GiB: a full-size run's weights are ~100 MB;
 MAX_COMPRESSION_RATIO = 200.0  # text compresses ~10x, weights ~1.1x; a bomb 1000x; `--max-compression-ratio`
 RATIO_FLOOR_BYTES = 64 << 20  # below this total the ratio is not checked: small text bundles compress well
 SEED_MAX = 2**32 - 1
+AGREEMENT_MAX_BYTES = 1 << 20  # a bundled spec or metrics file: safeyaml's limit for any YAML file
 RUN_MEMBERS = ("spec.resolved.yaml", "metrics.json", "history.csv")
 ROLES = ("target", "source")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")  # auxcli.spec.NAME_PATTERN (no import: no pydantic here)
@@ -112,6 +113,11 @@ def check_runs(path: Path, manifest: dict[str, Any]) -> None:
         for file in RUN_MEMBERS:
             if f"{expected}/{file}" not in members:
                 raise BundleError(f"{where}: {expected}/{file} is not in the bundle")
+        for file in ("spec.resolved.yaml", "metrics.json"):  # read into memory by `check_agreement`
+            size = members[f"{expected}/{file}"]["size"]
+            if size > AGREEMENT_MAX_BYTES:
+                raise BundleError(f"{path}: bundle member {expected}/{file} is {size:,} bytes; a spec or metrics "
+                                  f"file is at most {AGREEMENT_MAX_BYTES:,}")
     for i, run in enumerate(runs):
         source = run.get("transfer_source")
         if source is not None and (source not in paths or source == run["path"]):
@@ -126,14 +132,10 @@ def agreement_members(manifest: dict[str, Any]) -> set[str]:
 
 def check_agreement(path: Path, manifest: dict[str, Any], contents: Mapping[str, bytes]) -> None:
     """Each run's spec and metrics name the run the manifest lists (see the module docstring)."""
-    from auxcli.safeyaml import MAX_FILE_BYTES, decode_text, parse_yaml, plain
+    from auxcli.safeyaml import decode_text, parse_yaml, plain
 
     for run in manifest["runs"]:
         member = f"{run['path']}/spec.resolved.yaml"
-        size = manifest["members"][member]["size"]
-        if size > MAX_FILE_BYTES:
-            raise BundleError(f"{path}: bundle member {member!r} is {size:,} bytes; a spec is at most "
-                              f"{MAX_FILE_BYTES:,}")
         data = contents.get(member, b"")
         try:
             spec = plain(parse_yaml(decode_text(data, member, "a resolved spec"), member, "a resolved spec"))
@@ -148,8 +150,6 @@ def check_agreement(path: Path, manifest: dict[str, Any], contents: Mapping[str,
             raise BundleError(f"{path}: bundle member {member!r} names spec {spec.get('name')!r}, but the manifest "
                               f"lists {run['path']}: the manifest and its members disagree")
         member = f"{run['path']}/metrics.json"
-        if manifest["members"][member]["size"] > MAX_FILE_BYTES:
-            raise BundleError(f"{path}: bundle member {member!r} is over {MAX_FILE_BYTES:,} bytes")
         try:
             metrics = json.loads(contents.get(member, b""))
         except ValueError:
