@@ -184,7 +184,7 @@ def test_bundling_refuses_a_link_out_of_the_run_folder(at, copy_of_run, tmp_path
     assert not out.exists()
 
 
-def test_bundling_refuses_a_fifo_in_the_run_folder_without_hanging(at, copy_of_run, tmp_path):
+def test_bundling_refuses_a_fifo_in_the_run_folder_without_hanging(at, copy_of_run, tmp_path, time_limit):
     import os
 
     os.mkfifo(copy_of_run / "repro" / "pipe")
@@ -288,3 +288,18 @@ def _with_manifest(at: Path, name: str, edit) -> Path:
 ], ids=["size-bool", "size-negative", "sha-upper", "transfer-self", "spec-too-big"])
 def test_member_entries_of_the_manifest_are_checked(at, edit, problem):
     refused(invoke("reproduce", _with_manifest(at, "members.tar.gz", edit), "--check-only"), problem)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+def test_a_bundle_that_is_not_a_regular_file_is_refused_without_blocking(at, tmp_path, kind, time_limit):
+    import os
+
+    path = tmp_path / "bundle.tar.gz"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()
+    for args in (["--check-only"], ["--runs-dir", tmp_path / "rd"]):
+        refused(invoke("reproduce", path, *args), "not a regular file")

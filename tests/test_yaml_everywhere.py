@@ -42,7 +42,7 @@ def test_a_damaged_dvc_file_is_skipped_with_its_name(workdir, caplog, content):
     assert "data.dvc" in caplog.text and "dvc.lock" in caplog.text
 
 
-def test_a_fifo_as_dvc_lock_is_not_read(workdir):
+def test_a_fifo_as_dvc_lock_is_not_read(workdir, time_limit):
     from auxcli.data.identity import dvc_tracked
 
     (workdir / ".dvc").mkdir()
@@ -53,7 +53,7 @@ def test_a_fifo_as_dvc_lock_is_not_read(workdir):
 
 
 @pytest.mark.parametrize("kind", ["bomb", "fifo", "device", "folder", "tag"])
-def test_a_hostile_superclass_mapping_is_refused_naming_it(workdir, kind):
+def test_a_hostile_superclass_mapping_is_refused_naming_it(workdir, kind, time_limit):
     from auxcli.data.folder import read_superclasses
     from auxcli.errors import DataError
 
@@ -74,7 +74,7 @@ def test_a_hostile_superclass_mapping_is_refused_naming_it(workdir, kind):
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
-def test_validate_says_what_run_refuses_about_the_mapping(tiny_spec, workdir, kind):
+def test_validate_says_what_run_refuses_about_the_mapping(tiny_spec, workdir, kind, time_limit):
     path = workdir / "map.yaml"
     if kind == "fifo":
         os.mkfifo(path)

@@ -150,6 +150,7 @@ def verify_bundle(path: Path, limits: Limits | None = None) -> VerifiedBundle:
     """Check every member against the manifest and the manifest against `trust.py` (see the module
     docstring); raise `BundleError` naming the first member or field that fails."""
     path = Path(path)
+    _check_regular(path)
     manifest: dict[str, Any] | None = None
     seen: set[str] = set()
     contents: dict[str, bytes] = {}  # the small members `trust.check_agreement` reads
@@ -190,6 +191,21 @@ def verify_bundle(path: Path, limits: Limits | None = None) -> VerifiedBundle:
                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     trust.check_agreement(path, manifest, contents)
     return VerifiedBundle(path, manifest)
+
+
+def _check_regular(path: Path) -> None:
+    """A bundle is a regular file: opening a FIFO would wait for a writer forever, a device never ends."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such bundle file") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the bundle ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise BundleError(f"{path}: not a regular file (a folder, FIFO or device); a bundle is a .tar.gz file")
 
 
 def _file_size(path: Path) -> int:
