@@ -72,3 +72,29 @@ def test_a_partial_run_whose_mlflow_run_was_deleted_resumes_into_a_new_run(tiny_
     new = json.loads(folder.metrics.read_text())["mlflow_run_id"]
     assert new != old and client.get_run(new).data.tags["auxcli.resumed_from"] == old
     assert [m.step for m in client.get_metric_history(new, "train_loss")] == [1, 2]
+
+
+@pytest.mark.slow
+def test_ui_on_the_ipv6_wildcard_becomes_ready(workdir):
+    import socket
+
+    from mlflow.tracking import MlflowClient
+
+    from auxcli.tracking import resolve_tracking_uri
+    from auxcli.ui import start_ui, stop_ui
+
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::", 0))
+            port = sock.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 on this machine")
+    uri = resolve_tracking_uri(None)
+    MlflowClient(tracking_uri=uri).search_experiments()  # creates the embedded store the UI serves
+    proc, url = start_ui(uri, "::", port, timeout_s=180)
+    try:
+        assert url == f"http://[::]:{port}"
+        with socket.create_connection(("::1", port), timeout=10):
+            pass
+    finally:
+        stop_ui(proc)
