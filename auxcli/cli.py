@@ -36,15 +36,19 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except AuxcliError as exc:
             if not getattr(exc, "quiet", False):  # quiet: another torchrun rank prints the same error
-                typer.echo(str(exc), err=True)
+                from auxcli.credentials import mask_passwords
+
+                typer.echo(mask_passwords(str(exc)), err=True)
             raise typer.Exit(exc.exit_code) from None
         except _CLI_EXCEPTIONS:  # usage errors, --help, Ctrl-C: the CLI framework reports them
             raise
         except Exception as exc:  # OSError (full disk, read-only folder), a broken MLflow store, a bug
             if _debug_enabled():
                 raise
+            from auxcli.credentials import mask_passwords
+
             message, code = describe_unexpected(exc)
-            typer.echo(message, err=True)
+            typer.echo(mask_passwords(message), err=True)
             raise typer.Exit(code) from None
 
 
@@ -417,12 +421,14 @@ named `auxcli-report` tagged `auxcli.report=true` in the experiment `<experiment
 training runs' charts.
     """
     from auxcli.report import make_report
+    from auxcli.signals import stop_on_signals
 
     overrides = _overrides(params, set_)
     if paths:
         _note_pipeline_params(_spec_files(paths), overrides, params)
-    result = make_report(paths=paths or (), overrides=overrides, tracking_uri=tracking_uri,
-                         experiment=experiment, fmt=fmt.value, out=out, plots=plots, all_settings=all_settings)
+    with stop_on_signals("an open report run is marked KILLED; re-run the command."):
+        result = make_report(paths=paths or (), overrides=overrides, tracking_uri=tracking_uri,
+                             experiment=experiment, fmt=fmt.value, out=out, plots=plots, all_settings=all_settings)
     if out is None:
         typer.echo(result.text, nl=False)
     for path in result.written:
@@ -488,9 +494,11 @@ def analyze(
     """Compare runs' test-set features: linear CKA matrix and heatmap, 2-D embeddings by superclass, and a
     closed-form ridge-probe accuracy per run (a fast companion to Table 2's probe, not the same number)."""
     from auxcli.analysis.analyze import analyze_runs, format_summary
+    from auxcli.signals import stop_on_signals
 
-    result = analyze_runs(runs, layer=layer, out=out, embedding=embedding.value, tracking_uri=tracking_uri,
-                          log_to_mlflow=mlflow, device=device)
+    with stop_on_signals("an open analysis run is marked KILLED; re-run the command."):
+        result = analyze_runs(runs, layer=layer, out=out, embedding=embedding.value, tracking_uri=tracking_uri,
+                              log_to_mlflow=mlflow, device=device)
     typer.echo(format_summary(result), nl=False)
     for path in result.written:
         typer.echo(f"wrote {path}", err=True)
@@ -614,18 +622,25 @@ def reproduce(
     check_only: Annotated[bool, typer.Option("--check-only", help="Verify the bundle and stop.")] = False,
     allow_data_change: Annotated[bool, typer.Option(
         "--allow-data-change", help="Re-run even when the data files differ from the recorded ones.")] = False,
+    max_extracted_gib: Annotated[float | None, typer.Option(
+        "--max-extracted-gib", min=0, help="Refuse a bundle whose members add up to more (default 16 GiB).")] = None,
+    max_compression_ratio: Annotated[float | None, typer.Option(
+        "--max-compression-ratio", min=1, help="Refuse a bundle over 64 MiB that extracts to more than this many "
+        "times its file size (default 200).")] = None,
 ) -> None:
     """Verify a bundle, print how this machine differs, re-run every run and compare metrics (exit 0 only if
     all are within tolerance)."""
     from auxcli.bundle.archive import verify_bundle
     from auxcli.bundle.reproduce import bundle_summary, reproduce_bundle
+    from auxcli.bundle.trust import Limits
     from auxcli.errors import ReproductionMismatch
 
+    limits = Limits.of(max_extracted_gib, max_compression_ratio)
     if check_only:
-        typer.echo(bundle_summary(verify_bundle(bundle_file)))
+        typer.echo(bundle_summary(verify_bundle(bundle_file, limits)))
         return
     result = reproduce_bundle(bundle_file, epochs=epochs, tolerance=tolerance, runs_dir=runs_dir,
-                              allow_data_change=allow_data_change, echo=typer.echo)
+                              allow_data_change=allow_data_change, echo=typer.echo, limits=limits)
     if not result.ok:
         raise ReproductionMismatch(f"{bundle_file}: some metrics are outside their tolerance (the rows marked NO).")
 

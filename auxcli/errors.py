@@ -33,7 +33,9 @@ class Problem:
         text = f"{where} {self.path or '<spec>'}: {self.message}"
         if self.allowed:
             text += f"; allowed: {self.allowed}"
-        return text
+        from auxcli.credentials import mask_passwords
+
+        return mask_passwords(text)  # a --set or a line may quote a URI with a password
 
 
 class SpecError(AuxcliError):
@@ -78,6 +80,13 @@ class OutputError(AuxcliError):
 
 class RunInUse(AuxcliError):
     """Another process holds the run folder's lock (the same spec and seed started twice)."""
+
+    exit_code = 2
+
+
+class DamagedRunFile(AuxcliError):
+    """A run folder's file (`history.csv`, `metrics.json`) that cannot be read: merge-conflict markers, a
+    truncated copy, foreign content."""
 
     exit_code = 2
 

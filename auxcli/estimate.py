@@ -88,13 +88,18 @@ class RateCache:
         self.path = path
         self.rates: dict[str, float] = {}
         if path is not None and path.exists():
-            try:
-                self.rates = json.loads(path.read_text())
-            except (OSError, ValueError):
-                self.rates = {}  # a damaged cache is measured again
+            self.rates = _read_rates(path)
+
+    @staticmethod
+    def usable(rate: object) -> bool:
+        """A rate is a finite positive number of images per second."""
+        import math
+
+        return type(rate) in (int, float) and math.isfinite(rate) and rate > 0
 
     def get(self, key: str) -> float | None:
-        return self.rates.get(key)
+        rate = self.rates.get(key)
+        return float(rate) if self.usable(rate) else None
 
     def put(self, key: str, rate: float) -> None:
         self.rates[key] = rate
@@ -103,6 +108,32 @@ class RateCache:
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.path, json.dumps(self.rates, indent=1, sort_keys=True) + "\n")
+
+
+def _read_rates(path: Path) -> dict[str, float]:
+    """The usable entries of a rate cache; a damaged file or entry is named in a warning and measured again."""
+    import logging
+    import os
+    import stat
+
+    log = logging.getLogger(__name__)
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > (16 << 20):
+            raise ValueError("not a regular file of at most 16 MiB")
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        log.warning("ignored the rate cache %s (%s); its rates are measured again (delete it, or --remeasure)",
+                    path, exc)
+        return {}
+    rates = {k: float(v) for k, v in data.items() if isinstance(k, str) and RateCache.usable(v)}
+    if len(rates) != len(data):
+        log.warning("ignored %d entries of the rate cache %s that are not positive numbers; they are measured again",
+                    len(data) - len(rates), path)
+    return rates
 
 
 def measured_rate(spec: Spec, steps: int | None) -> tuple[str, Callable[[], float]]:

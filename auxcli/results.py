@@ -72,6 +72,7 @@ def write_results(spec: Spec, results: Path) -> list[Path]:
         atomic_write_text(target, json.dumps(result_metrics(run.read_metrics()), indent=2) + "\n")
         written.append(target)
         if run.history.is_file():
+            run.read_history()  # a damaged history (merge markers) is named, not copied into git
             history = history_dir(results, spec.name) / f"seed-{seed}.csv"
             history.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run.history, history)

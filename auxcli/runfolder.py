@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from auxcli.errors import OutputError, RunInUse, output_error
+from auxcli.errors import DamagedRunFile, OutputError, RunInUse, output_error
 from auxcli.project import anchored
 from auxcli.spec import Spec
 
@@ -198,8 +198,15 @@ class RunFolder:
         atomic_write_text(self.history, out.getvalue())
 
     def read_history(self) -> list[dict[str, float]]:
-        """history.csv's rows (the epochs last.pt holds: written together after every epoch); [] without it."""
-        return read_history(self.history.read_text(encoding="utf-8")) if self.history.exists() else []
+        """history.csv's rows (the epochs last.pt holds: written together after every epoch); [] without it.
+        `DamagedRunFile` naming the file when it cannot be read."""
+        if not self.history.exists():
+            return []
+        try:
+            text = self.history.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise damaged(self.history, "not UTF-8 text") from None
+        return read_history(text, self.history)
 
     def epochs_done(self) -> int:
         return len(self.read_history())
@@ -208,13 +215,52 @@ class RunFolder:
         atomic_write_text(self.metrics, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
     def read_metrics(self) -> dict:
-        return json.loads(self.metrics.read_text())
+        """metrics.json as a mapping; `DamagedRunFile` naming the file when it is not one."""
+        try:
+            metrics = json.loads(self.metrics.read_bytes())
+        except ValueError as exc:
+            raise damaged(self.metrics, f"not valid JSON ({str(exc)[:100]})") from None
+        if not isinstance(metrics, dict):
+            raise damaged(self.metrics, "not a JSON object")
+        return metrics
 
     def write_completion(self, record: dict) -> None:
         """The last write of a run: metrics.json, the MLflow artifacts and the closed MLflow run exist."""
         atomic_write_text(self.complete, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
-def read_history(text: str) -> list[dict[str, float]]:
-    """The rows of a history.csv text (`RunFolder.write_history`), numbers as floats, empty cells left out."""
-    return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(io.StringIO(text))]
+def read_history(text: str, source: Path | str = "history.csv") -> list[dict[str, float]]:
+    """The rows of a history.csv text (`RunFolder.write_history`), numbers as floats, empty cells left out;
+    `DamagedRunFile` naming `source` and the line for anything else (merge-conflict markers, extra cells)."""
+    rows = []
+    reader = csv.DictReader(io.StringIO(text))
+    try:
+        for row in reader:
+            if None in row or None in row.values():
+                raise damaged(source, f"line {reader.line_num} has {'more' if None in row else 'fewer'} cells "
+                                      "than the header")
+            try:
+                rows.append({k: float(v) for k, v in row.items() if v != ""})
+            except ValueError:
+                bad = next(v for v in row.values() if v != "" and not _is_number(v))
+                raise damaged(source, f"line {reader.line_num} holds {bad[:40]!r}, not a number") from None
+    except csv.Error as exc:
+        raise damaged(source, f"line {reader.line_num}: {exc}") from None
+    if rows and "epoch" not in rows[0]:
+        raise damaged(source, "it has no epoch column")
+    return rows
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def damaged(path: Path | str, problem: str) -> DamagedRunFile:
+    """The error for a run file that cannot be read, saying what to do."""
+    return DamagedRunFile(f"{path}: {problem}; the run file is damaged (a merge conflict or a truncated copy?). "
+                          "Restore it (git checkout / dvc checkout, or the run's MLflow artifact); re-running an "
+                          "unfinished run rewrites it from last.pt, --force retrains a finished one.")

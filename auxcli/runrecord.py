@@ -67,7 +67,8 @@ class Provenance:
 
 def spec_sources(path: Path) -> list[Path]:
     """The spec file and, depth first, every base its `extends:` names (each once); unreadable ones skipped."""
-    from ruamel.yaml import YAML
+    from auxcli.errors import SpecError
+    from auxcli.safeyaml import read_yaml_file
 
     seen: list[Path] = []
 
@@ -76,8 +77,8 @@ def spec_sources(path: Path) -> list[Path]:
             return
         seen.append(p)
         try:
-            doc = YAML(typ="safe", pure=True).load(p.read_text(encoding="utf-8"))
-        except Exception:  # the spec loader reports bad YAML; the record keeps the text as it is
+            doc = read_yaml_file(p, "spec file", "a YAML mapping")
+        except SpecError:  # the spec loader reports bad YAML; the record keeps the text as it is
             return
         bases = doc.get("extends") if isinstance(doc, dict) else None
         for base in [bases] if isinstance(bases, str) else bases if isinstance(bases, list) else []:

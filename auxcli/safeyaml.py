@@ -1,6 +1,8 @@
 """Reading YAML that a user, a shared drive or a DVC remote handed us: bounded, typed, never executed.
 
-Specs, bases, params files and `--set` values all come through here. What is refused, with the line and
+Specs, bases, params files and `--set` values all come through here, and so does every other YAML file
+the package reads (resolved specs in run folders, `dvc.lock` and `.dvc` files, superclass mappings):
+`read_yaml_file` is the one way to load a YAML file. What is refused, with the line and
 column where it was found (each a class of hostile or broken input, issue 9):
 
 - anything that is not a regular file (a folder, a FIFO that would block forever, a device), files over
@@ -120,6 +122,11 @@ def parse_yaml(text: str, source: str, allowed: str, path: str = "", *, value: b
                    None, None) from None
     except RecursionError:
         raise fail(f"the document nests deeper than {MAX_DEPTH} levels", None, None) from None
+
+
+def read_yaml_file(path: Path, what: str, allowed: str) -> Any:
+    """A YAML file as plain data (`plain`), through every check above; `SpecError` naming `path` otherwise."""
+    return plain(parse_yaml(read_text_file(path, what, allowed), str(path), allowed))
 
 
 def plain(node: Any) -> Any:

@@ -388,6 +388,26 @@ class CrossFieldErrors(Exception):
         super().__init__("; ".join(f"{p.path}: {p.message}" for p in problems))
 
 
+def _mapping_file_problem(path: str) -> str | None:
+    """What is wrong with an existing `data.superclasses` file that `run` would refuse; None when it is a
+    regular file within the limit or does not exist yet (DVC may pull it)."""
+    import os
+    import stat
+
+    from auxcli.project import anchored
+    from auxcli.safeyaml import MAX_FILE_BYTES
+
+    try:
+        info = os.stat(anchored(path))
+    except (OSError, ValueError):  # missing (DVC may pull it), or a name the OS cannot hold (refused elsewhere)
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return f"{anchored(path)} is not a regular file (a folder, FIFO, socket or device)"
+    if info.st_size > MAX_FILE_BYTES:
+        return f"{anchored(path)} is {info.st_size:,} bytes"
+    return None
+
+
 def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
     """Rules that tie fields together, as (field path, what is wrong, what is allowed, field that asked)."""
     problems: list[CrossFieldProblem] = []
@@ -444,6 +464,15 @@ def cross_field_problems(spec: Spec) -> list[CrossFieldProblem]:
                 add(path, "an image-folder data set has superclasses only with a class -> superclass mapping",
                     "gt or random; or set data.superclasses to a YAML file mapping each class to its superclass",
                     at="data.dataset")
+    from auxcli.credentials import ALLOWED, has_password
+
+    if has_password(spec.tracking.uri):
+        add("tracking.uri", "a password in the URI would be written into run records, MLflow params and bundles",
+            ALLOWED)
+    if data.superclasses is not None:  # `validate` says what `run` would refuse (a FIFO hangs a reader)
+        problem = _mapping_file_problem(data.superclasses)
+        if problem:
+            add("data.superclasses", problem, "a regular YAML file of at most 1 MiB")
     if data.superclasses is not None and data.dataset != "folder":
         add("data.superclasses", f"{data.dataset} brings its own label sets",
             "null, or data.dataset: folder")

@@ -331,6 +331,9 @@ def _problem_from_pydantic(err: dict, data: dict, locations: dict[Path_, Locatio
 
 
 PIPELINE_KEYS: tuple[str, ...] = ("suite",)  # params.yaml keys that configure the DVC pipeline, not the specs
+# Keys that would rename every stage's outputs (runs/<name>/, results/<name>/) behind dvc.yaml's back: one
+# `name` for a whole suite trains the specs into one folder and `dvc repro` then misses their outputs.
+OUTPUT_NAMING_KEYS: tuple[str, ...] = ("name", "runtime.runs_dir")
 
 
 def params_overrides(path: str | Path) -> list[str]:
@@ -353,7 +356,14 @@ def params_overrides(path: str | Path) -> list[str]:
                 out.append(f"{prefix}{key}={_yaml_value(value)}")
         return out
 
-    return leaves({k: v for k, v in doc.items() if k not in PIPELINE_KEYS}, "")
+    overrides = leaves({k: v for k, v in doc.items() if k not in PIPELINE_KEYS}, "")
+    naming = [o.partition("=")[0] for o in overrides if o.partition("=")[0] in OUTPUT_NAMING_KEYS]
+    if naming:
+        raise SpecError([Problem(source, None, None, key, "a params file cannot rename the specs' outputs (the "
+                                 "DVC stages' runs/<name>/ and results/ folders)",
+                                 "set it in the spec itself, or use `auxcli run --set` outside the pipeline")
+                         for key in naming])
+    return overrides
 
 
 def _yaml_value(value: Any) -> str:

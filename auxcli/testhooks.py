@@ -9,7 +9,9 @@ Unset (always, outside tests), a pause point is one dictionary lookup. Points:
 - `after-checkpoint`: an epoch's `last.pt` is saved, its MLflow metrics not yet logged;
 - `after-metrics`: `metrics.json` is written, no MLflow artifact logged yet;
 - `during-artifacts`: the first MLflow artifact is logged, the others not;
-- `before-marker`: the MLflow run is closed FINISHED, `complete.json` not yet written.
+- `before-marker`: the MLflow run is closed FINISHED, `complete.json` not yet written;
+- `analysis-run-open`, `report-run-open`: `auxcli analyze`'s or `auxcli report --plots`' MLflow run is
+  open (RUNNING), nothing logged to it yet.
 """
 
 from __future__ import annotations

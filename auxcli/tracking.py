@@ -56,10 +56,17 @@ ANALYSIS_TAG = "auxcli.analysis"
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
-    """The store a command uses: the spec's/option's URI, else the environment's, else the embedded one."""
+    """The store a command uses: the spec's/option's URI, else the environment's, else the embedded one.
+
+    A URI with a password is refused (`auxcli.credentials`): it would be written wherever the URI is."""
+    from auxcli.credentials import refuse_password
+
     if uri:
+        refuse_password(uri, f"the tracking URI {display_uri(uri)} (tracking.uri or --tracking-uri)")
         return uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
+        refuse_password(os.environ["MLFLOW_TRACKING_URI"],
+                        f"MLFLOW_TRACKING_URI={display_uri(os.environ['MLFLOW_TRACKING_URI'])}")
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{store_root() / DEFAULT_DB}"
 
@@ -305,10 +312,13 @@ def display_uri(uri: str) -> str:
     """The URI without a password, for messages, reports and bundles."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(uri)
-    if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return parts._replace(netloc=netloc).geturl()
+    try:
+        parts = urlsplit(uri)
+        if parts.password:
+            netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+            return parts._replace(netloc=netloc).geturl()
+    except ValueError:  # a malformed netloc (bad port, unclosed bracket): mask the text between ':' and '@'
+        return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", uri)
     return uri
 
 

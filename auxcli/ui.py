@@ -213,6 +213,10 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _url_host(host: str) -> str:
-    if host in ("0.0.0.0", "::"):
+    """Where to poll a server bound to `host`: a wildcard address is reached on the loopback of its own
+    family (a server on `::` may listen on IPv6 only, so 127.0.0.1 would never answer)."""
+    if host == "0.0.0.0":
         return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
     return f"[{host}]" if ":" in host else host

@@ -88,6 +88,29 @@ def image_folder(workdir):
     return make
 
 
+@pytest.fixture
+def time_limit():
+    """Fail a test that blocks (a FIFO opened by mistake waits for a writer forever) after 60 s: SIGALRM
+    interrupts the blocking call and the handler's exception ends it."""
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError("the test blocked for 60 s (a FIFO or device read?)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_home(tmp_path_factory):
+    """The image-folder cache markers (auxcli.data.folder.trust_folder) go to a per-session folder, not ~/.cache."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _cli_environment_per_test():
     """The CLI exports its verbosity (-q/-v) and command line for the processes it starts; in one pytest

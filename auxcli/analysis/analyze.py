@@ -177,6 +177,8 @@ def _write_tables(out: Path, runs: list[AnalyzedRun], result: AnalysisOutput, la
 
 def _log_to_mlflow(runs: list[AnalyzedRun], result: AnalysisOutput, *, tracking_uri: str | None, layer: str,
                    embedding: str) -> str:
+    from auxcli.signals import end_orphans, process_tags
+    from auxcli.testhooks import pause_point
     from auxcli.tracking import ANALYSIS_TAG, RunTracker
 
     tracker = RunTracker(tracking_uri or runs[0].spec.tracking.uri, runs[0].spec.tracking.experiment + ANALYSIS_SUFFIX)
@@ -185,13 +187,19 @@ def _log_to_mlflow(runs: list[AnalyzedRun], result: AnalysisOutput, *, tracking_
             f"{ANALYSIS_TAG}.input_run_ids": ",".join(r.run_id or "unknown" for r in runs),
             "mlflow.note.content": "Representation analysis of: " + ", ".join(
                 f"{r.label} ({r.run_id or r.ref})" for r in runs)}
-    run_id = tracker.start(ANALYSIS_RUN_NAME, tags, {"layer": layer, "embedding": embedding, "runs": len(runs)})
+    end_orphans(tracker.client, tracker.experiment_id, ANALYSIS_TAG)
+    run_id = tracker.start(ANALYSIS_RUN_NAME, {**tags, **process_tags()},
+                           {"layer": layer, "embedding": embedding, "runs": len(runs)})
     status = "FAILED"
     try:
+        pause_point("analysis-run-open")
         tracker.log_metrics({f"ridge_probe_test_acc.{p['run']}.{p['label_set']}": p["ridge_probe_test_acc"]
                              for p in result.probes}, step=0)
         tracker.log_artifacts(result.written, subdir="analysis")
         status = "FINISHED"
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C (auxcli.signals): the run ends KILLED, as `auxcli run`'s do
+        status = "KILLED"
+        raise
     finally:
         tracker.end(status)
     return run_id

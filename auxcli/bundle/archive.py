@@ -9,8 +9,10 @@ entries, and a gzip header with mtime 0 and no file name.
 Reading refuses, naming the member: a first member that is not the manifest, an absolute path, a `..`
 or empty path component, anything but a regular file (links, devices, directories), a member the
 manifest does not list, a duplicate, a size other than the manifest's or above `MAX_MEMBER_BYTES`, a
-sha256 that differs, and a listed member that is absent. Extraction then uses tarfile's `data` filter
-(PEP 706) on the verified members only and checks every extracted file's sha256 once more.
+sha256 that differs, and a listed member that is absent. What the manifest itself says (run names, seeds,
+paths, sizes against `trust.Limits`) and whether the bundled specs agree with it is checked by `trust.py`.
+Extraction then uses tarfile's `data` filter (PEP 706) on the verified members reproducing needs only and
+checks every extracted file's sha256 once more.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from auxcli.bundle import trust
+from auxcli.bundle.trust import Limits
 from auxcli.errors import BundleError
 from auxcli.runfolder import atomic_write_bytes
 
@@ -142,12 +146,15 @@ def _members(path: Path, mode: str = "r|gz") -> Iterator[tuple[tarfile.TarFile, 
                           f"{str(exc)[:200]}); it is damaged or not made by `auxcli bundle`") from None
 
 
-def verify_bundle(path: Path) -> VerifiedBundle:
-    """Check every member against the manifest (see the module docstring); raise `BundleError` naming the
-    first member that fails."""
+def verify_bundle(path: Path, limits: Limits | None = None) -> VerifiedBundle:
+    """Check every member against the manifest and the manifest against `trust.py` (see the module
+    docstring); raise `BundleError` naming the first member or field that fails."""
     path = Path(path)
+    _check_regular(path)
     manifest: dict[str, Any] | None = None
     seen: set[str] = set()
+    contents: dict[str, bytes] = {}  # the small members `trust.check_agreement` reads
+    wanted: set[str] = set()
     for tar, info in _members(path):
         _check_member(info, path)
         if manifest is None:
@@ -155,6 +162,8 @@ def verify_bundle(path: Path) -> VerifiedBundle:
                 raise BundleError(f"{path}: the first member is {info.name!r}, not {MANIFEST}; "
                                   "not a bundle made by `auxcli bundle`")
             manifest = _read_manifest(path, tar, info)
+            trust.check_manifest(path, manifest, limits or trust.Limits(), _file_size(path))
+            wanted = trust.agreement_members(manifest)
             continue
         if info.name in seen or info.name == MANIFEST:
             raise BundleError(f"{path}: bundle member {info.name!r} appears twice")
@@ -165,7 +174,13 @@ def verify_bundle(path: Path) -> VerifiedBundle:
         if info.size != expected["size"]:
             raise BundleError(f"{path}: bundle member {info.name!r} is {info.size} bytes; the manifest says "
                               f"{expected['size']}")
-        if _stream_sha256(tar.extractfile(info)) != expected["sha256"]:
+        if info.name in wanted and info.size <= trust.AGREEMENT_MAX_BYTES:
+            data = tar.extractfile(info).read()
+            contents[info.name] = data
+            digest = hashlib.sha256(data).hexdigest()
+        else:
+            digest = _stream_sha256(tar.extractfile(info))
+        if digest != expected["sha256"]:
             raise BundleError(f"{path}: bundle member {info.name!r} was changed: its sha256 differs from "
                               "the manifest's")
     if manifest is None:
@@ -174,7 +189,30 @@ def verify_bundle(path: Path) -> VerifiedBundle:
     if missing:
         raise BundleError(f"{path}: bundle member {missing[0]!r} is listed in the manifest but missing"
                           + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    trust.check_agreement(path, manifest, contents)
     return VerifiedBundle(path, manifest)
+
+
+def _check_regular(path: Path) -> None:
+    """A bundle is a regular file: opening a FIFO would wait for a writer forever, a device never ends."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such bundle file") from None
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot read the bundle ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise BundleError(f"{path}: not a regular file (a folder, FIFO or device); a bundle is a .tar.gz file")
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _read_manifest(path: Path, tar: tarfile.TarFile, info: tarfile.TarInfo) -> dict[str, Any]:
@@ -198,10 +236,12 @@ def _read_manifest(path: Path, tar: tarfile.TarFile, info: tarfile.TarInfo) -> d
 
 
 def extract_bundle(bundle: VerifiedBundle, dest: Path) -> Path:
-    """Extract a verified bundle into `dest` (data filter, listed members only), re-checking each file."""
+    """Extract a verified bundle's needed members (`trust.needed_members`) and its manifest into `dest` (data
+    filter), re-checking each file. `dest` is replaced: callers pass a folder only this bundle uses."""
     shutil.rmtree(dest, ignore_errors=True)  # no stale files from an earlier extraction
     dest.mkdir(parents=True)
-    listed = bundle.manifest["members"]
+    needed = trust.needed_members(bundle.manifest)
+    listed = {name: entry for name, entry in bundle.manifest["members"].items() if name in needed}
     for tar, info in _members(bundle.path):
         _check_member(info, bundle.path)
         if info.name == MANIFEST or info.name in listed:

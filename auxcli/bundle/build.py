@@ -19,6 +19,7 @@ from typing import Any
 
 from auxcli.bundle.archive import Content, write_bundle
 from auxcli.runrecord import RECORD_DIR
+from auxcli.runfolder import read_history
 from auxcli.tracking import RUN_ID, names_a_run
 from auxcli.errors import BundleError
 
@@ -56,7 +57,7 @@ class BundledRun:
             return tags
         provenance = self.folder / RECORD_DIR / "provenance.json"
         if provenance.is_file():
-            return json.loads(provenance.read_text()).get("transfer") or {}
+            return _read_json(provenance).get("transfer") or {}
         return {}
 
 
@@ -114,7 +115,7 @@ def _add_run(runs: dict[tuple[str, int], BundledRun], run: BundledRun) -> None:
 
 def _entry(run: BundledRun, with_weights: bool) -> dict[str, Any]:
     tags = run.transfer_tags
-    metrics = json.loads((run.folder / "metrics.json").read_text())
+    metrics = _read_json(run.folder / "metrics.json")
     return {
         "name": run.name, "seed": run.seed, "path": run.member_dir, "role": run.role,
         "metrics": {k: v for k, v in sorted(metrics.items()) if k.startswith(("final_", "best_"))},
@@ -127,22 +128,60 @@ def _entry(run: BundledRun, with_weights: bool) -> dict[str, Any]:
 
 
 def run_members(run: BundledRun, with_weights: bool) -> dict[str, Content]:
+    """The run's files by member name. Links and special files are refused, naming them: a bundle never
+    carries the contents of a file outside the run folder (issue 21), as reading never extracts a link."""
     members: dict[str, Content] = {}
     for name in RUN_FILES:
         path = run.folder / name
+        _refuse_links(path, run.folder)
         if not path.is_file():
             raise BundleError(f"{run.folder}: {name} is missing; only finished runs can be bundled.")
         members[f"{run.member_dir}/{name}"] = path.read_bytes()
+    read_history(members[f"{run.member_dir}/history.csv"].decode("utf-8", "replace"), run.folder / "history.csv")
+    _refuse_credentials(run)
     members[f"{run.member_dir}/mlflow.json"] = (json.dumps(run.mlflow, indent=2, sort_keys=True) + "\n").encode()
     record = run.folder / RECORD_DIR
+    _refuse_links(record, run.folder)
     if record.is_dir():
+        for folder, dirs, files in os.walk(record, followlinks=False):
+            for name in sorted(dirs + files):
+                _refuse_links(Path(folder) / name, run.folder)
         for path in sorted(p for p in record.rglob("*") if p.is_file()):
             members[f"{run.member_dir}/{RECORD_DIR}/{path.relative_to(record).as_posix()}"] = path.read_bytes()
     if with_weights:
         if run.final is None:
             raise BundleError(f"{run.folder}: no final.pt to include (--with-weights).")
+        _refuse_links(run.final, run.folder)
         members[f"{run.member_dir}/final.pt"] = run.final
     return members
+
+
+def _refuse_credentials(run: BundledRun) -> None:
+    """A run recorded before passwords in tracking URIs were refused still has one in its spec and params:
+    such a run is not bundled (credentials never travel; `auxcli.credentials`)."""
+    from auxcli.credentials import has_password
+
+    spec_uri = (_read_yaml(run.folder / "spec.resolved.yaml").get("tracking") or {}).get("uri")
+    param_uri = (run.mlflow.get("params") or {}).get("tracking.uri")
+    if has_password(str(spec_uri or "")) or has_password(str(param_uri or "")):
+        raise BundleError(f"{run.folder}: the run's tracking.uri holds a password (recorded before auxcli refused "
+                          "them); a bundle never carries credentials. Re-run the spec without the password "
+                          "(MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD instead) and bundle that run.")
+
+
+def _refuse_links(path: Path, run_folder: Path) -> None:
+    import stat
+
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise BundleError(f"{path} is a symbolic link; a bundle never follows a link out of the run folder "
+                          f"{run_folder}. Replace it with the file it points to, or remove it, and bundle again.")
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise BundleError(f"{path} is not a regular file (a FIFO, socket or device); remove it from the run "
+                          f"folder {run_folder} and bundle again.")
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -175,15 +214,27 @@ def resolve_target(target: str, tracking_uri: str | None, downloads: Path, weigh
             raise BundleError(f"{target}: spec '{spec.name}' has no finished seed in {spec.runtime.runs_dir}/; "
                               f"run it first: auxcli run {target}")
         return [local_run(f, tracking_uri) for f in done]
-    seeds = sorted(p for p in (Path("runs") / target).glob("seed-*") if (p / "metrics.json").is_file())
+    from auxcli.project import anchored
+
+    runs = anchored("runs")  # the default runs_dir, at the repository root as `auxcli run` writes it
+    seeds = sorted(p for p in (runs / target).glob("seed-*") if (p / "metrics.json").is_file()) \
+        if names_a_spec(target) else []
     if seeds:
         return [local_run(p, tracking_uri) for p in seeds]
     raise BundleError(f"{target}: not a run folder, MLflow run id, spec file or spec name with finished runs "
                       "in runs/; allowed: runs/<name>/seed-<k>, runs:/<id>, a spec .yaml, a spec name.")
 
 
+def names_a_spec(target: str) -> bool:
+    import re
+
+    from auxcli.spec import NAME_PATTERN
+
+    return bool(re.fullmatch(NAME_PATTERN, target))
+
+
 def local_run(folder: Path, tracking_uri: str | None) -> BundledRun:
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = _read_json(folder / "metrics.json")
     spec = _read_yaml(folder / "spec.resolved.yaml")
     run_id = metrics.get("mlflow_run_id")
     uri = tracking_uri or (spec.get("tracking") or {}).get("uri")
@@ -213,7 +264,7 @@ def mlflow_run(run_id: str, tracking_uri: str | None, downloads: Path, weights: 
     if not (folder / "metrics.json").is_file():
         raise BundleError(f"MLflow run {run_id} has no metrics.json artifact: only finished auxcli runs can "
                           "be bundled.")
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = _read_json(folder / "metrics.json")
     return BundledRun(metrics["spec_name"], int(metrics["seed"]), folder, run_id, info, store_uri=uri)
 
 
@@ -280,7 +331,7 @@ def report_markdown(runs: list[BundledRun]) -> str:
 
     records = []
     for run in runs:
-        metrics = json.loads((run.folder / "metrics.json").read_text())
+        metrics = _read_json(run.folder / "metrics.json")
         params = run.mlflow.get("params") or {k: str(v) for k, v in
                                               flatten(_read_yaml(run.folder / "spec.resolved.yaml")).items()}
         tags = {"auxcli.spec_name": run.name, "auxcli.seed": str(run.seed), **run.transfer_tags,
@@ -301,13 +352,35 @@ def report_markdown(runs: list[BundledRun]) -> str:
 
 
 def _read_yaml(path: Path) -> dict:
-    from ruamel.yaml import YAML
+    from auxcli.errors import SpecError
+    from auxcli.safeyaml import read_yaml_file
 
+    if not path.exists() and not path.is_symlink():
+        raise BundleError(f"{path.parent}: spec.resolved.yaml is missing; only finished runs can be bundled.")
     try:
-        return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
+        doc = read_yaml_file(path, "resolved spec", "the spec.resolved.yaml auxcli run wrote")
+    except SpecError as exc:
+        raise BundleError(f"{exc}; this run folder's spec is damaged, so it cannot be bundled.") from None
+    if not isinstance(doc, dict):
+        raise BundleError(f"{path}: not a YAML mapping; this run folder's spec is damaged, so it cannot be bundled.")
+    return doc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A run file's JSON object; `BundleError` naming a damaged one (merge markers, truncation, a link)."""
+    _refuse_links(path, path.parent)
+    try:
+        with path.open("rb") as f:
+            data = json.loads(f.read(64 << 20))
     except FileNotFoundError:
-        raise BundleError(f"{path.parent}: spec.resolved.yaml is missing; only finished runs can be bundled.") \
-            from None
+        raise BundleError(f"{path} is missing; only finished runs can be bundled.") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({str(exc)[:120]}); the run folder is damaged: restore the "
+                          "file (it is also an MLflow artifact of the run) or re-run with --force.") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{path} is not a JSON object; the run folder is damaged: restore the file or re-run "
+                          "with --force.")
+    return data
 
 
 def _seed_of(folder: Path) -> int:

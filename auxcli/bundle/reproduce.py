@@ -1,11 +1,17 @@
 """`auxcli reproduce`: verify a bundle, show what differs from the recorded set-up, re-run, compare.
 
 1. Verify every member against the manifest (`archive.verify_bundle`); `--check-only` stops here.
-2. Extract (safely) into `<runs_dir>/_bundle/`.
-3. Print the differences between each run's recorded environment, code and data and the current ones;
-   data whose files differ is an error unless `allow_data_change`.
+   Every manifest field and bundled spec is untrusted input (`trust.py`): checked, never obeyed.
+2. Extract (safely, within `trust.Limits`) into `<runs_dir>/_bundle/`.
+3. Print the differences between each run's recorded environment, code and data and the current ones,
+   and the bundled locations that are not used; data whose files differ is an error unless
+   `allow_data_change`.
 4. Re-run each run through the normal runner, into `<runs_dir>/<name>/seed-<k>/` and the MLflow
-   experiment `<experiment>-reproduce`; transfers run after their sources and start from the bundled
+   experiment `<experiment>-reproduce` of the user's own store (`tracking.uri` as this machine resolves
+   it, never the bundle's); data under the bundled `data.root` only when that is a relative path inside
+   this project, else under the project's default data root. No existing run folder is replaced: the
+   folders the re-run specs will really write must not exist (an earlier reproduction of the same bundle
+   into the same folder excepted). Transfers run after their sources and start from the bundled
    source weights when the bundle has them, else from the re-trained source.
 5. Compare the recorded and the reproduced history (the first `epochs` rows with `epochs`, else every
    row and the summary metrics): per metric the value at the last compared epoch and the largest
@@ -26,7 +32,8 @@ from typing import Any
 
 from auxcli.bundle.archive import VerifiedBundle, extract_bundle, verify_bundle
 from auxcli.runrecord import RECORD_DIR
-from auxcli.errors import BundleError, DataError
+from auxcli.bundle.trust import Limits, inside_project
+from auxcli.errors import AuxcliError, BundleError, DataError
 from auxcli.project import anchored
 from auxcli.runfolder import read_history
 from auxcli.spec import DataSpec
@@ -87,24 +94,37 @@ def bundle_summary(bundle: VerifiedBundle) -> str:
 
 def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float | None = None,
                      runs_dir: Path | None = None, allow_data_change: bool = False,
-                     echo: Callable[[str], Any] = print) -> ReproduceResult:
+                     echo: Callable[[str], Any] = print, limits: Limits | None = None) -> ReproduceResult:
+    import shutil
+
     from tabulate import tabulate
 
     from auxcli.runrecord import code_state, environment, runtime_choices
     from auxcli.train.runtime import resolve_runtime
 
-    bundle = verify_bundle(path)
+    bundle = verify_bundle(path, limits)
     echo(bundle_summary(bundle))
     # Where the runner will write (relative paths are anchored at the repository root), so that the
     # freshness check below looks at the very folders the re-runs would overwrite.
     runs_dir = anchored(runs_dir or f"reproduce-{bundle.id[:12]}")
     check_fresh(runs_dir, bundle)
+    again = _earlier_reproduction(runs_dir, bundle)
+    fresh_extraction = not (runs_dir / BUNDLE_DIR).exists()
     extracted = extract_bundle(bundle, runs_dir / BUNDLE_DIR)
     result = ReproduceResult(bundle)
     order = run_order(bundle.runs)
     needed_whole = {r["transfer_source"] for r in order if r.get("transfer_source")
                     and not _has_weights(bundle, r["transfer_source"])}
-    specs = {r["path"]: bundled_spec(extracted, r, bundle, runs_dir) for r in order}
+    try:
+        specs = {r["path"]: bundled_spec(extracted, r, bundle, runs_dir) for r in order}
+        check_targets(runs_dir, bundle, [(specs[r["path"]], r) for r in order], again)
+    except AuxcliError:
+        if fresh_extraction:  # leave the runs folder as it was
+            shutil.rmtree(extracted, ignore_errors=True)
+        raise
+    for entry in order:
+        for line in ignored_locations(extracted / entry["path"] / "spec.resolved.yaml", specs[entry["path"]]):
+            echo(f"{entry['path']}: {line}")
     data_changes = []
     # this machine, read once: the code, the environment per resolved runtime and each data set (a bundle's
     # runs often share them; git, the installed distributions and the data files are slow to read)
@@ -148,15 +168,42 @@ def reproduce_bundle(path: Path, *, epochs: int | None = None, tolerance: float 
 def check_fresh(runs_dir: Path, bundle: VerifiedBundle) -> None:
     """Re-runs retrain with --force: refuse a runs folder that holds these runs from anything but an
     earlier reproduction of this same bundle, so that no original run is overwritten."""
-    from auxcli.bundle.archive import MANIFEST
-
-    earlier = runs_dir / BUNDLE_DIR / MANIFEST
-    if earlier.is_file() and json.loads(earlier.read_text()).get("bundle_id") == bundle.id:
+    if _earlier_reproduction(runs_dir, bundle):
         return
+    if (runs_dir / BUNDLE_DIR).exists() or (runs_dir / BUNDLE_DIR).is_symlink():
+        raise BundleError(f"{runs_dir}/{BUNDLE_DIR} already exists and is not an extraction of this bundle, "
+                          f"which reproducing would replace; pass a fresh --runs-dir.")
     taken = [r["path"] for r in bundle.runs if (runs_dir / r["name"] / f"seed-{r['seed']}").exists()]
     if taken:
         raise BundleError(f"{runs_dir}/ already holds {taken[0].removeprefix('runs/')}, which reproducing would "
                           "overwrite; pass a fresh --runs-dir.")
+
+
+def _earlier_reproduction(runs_dir: Path, bundle: VerifiedBundle) -> bool:
+    from auxcli.bundle.archive import MANIFEST
+
+    earlier = runs_dir / BUNDLE_DIR / MANIFEST
+    try:
+        return earlier.is_file() and not earlier.is_symlink() and earlier.stat().st_size < (64 << 20) \
+            and json.loads(earlier.read_bytes()).get("bundle_id") == bundle.id
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_targets(runs_dir: Path, bundle: VerifiedBundle, specs: list[tuple[Any, dict[str, Any]]],
+                  again: bool) -> None:
+    """The folders the re-run specs will really write are the ones `check_fresh` looked at, and new (unless
+    `again`: this bundle was reproduced into `runs_dir` before)."""
+    from auxcli.runfolder import RunFolder
+
+    for spec, entry in specs:
+        folder = RunFolder.of(spec, entry["seed"]).root
+        if folder != runs_dir / entry["name"] / f"seed-{entry['seed']}":
+            raise BundleError(f"{bundle.path}: {entry['path']} would be re-run into {folder}, not into "
+                              f"{runs_dir}/; the manifest and its spec disagree")
+        if folder.exists() and not again:
+            raise BundleError(f"{folder} already exists, which reproducing would overwrite; pass a fresh "
+                              "--runs-dir.")
 
 
 def run_order(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -184,9 +231,11 @@ def bundled_spec(extracted: Path, entry: dict[str, Any], bundle: VerifiedBundle,
     from auxcli.specfile import load_spec
 
     path = extracted / entry["path"] / "spec.resolved.yaml"
-    recorded = load_spec(path)
-    overrides = [f"runtime.runs_dir={json.dumps(str(runs_dir))}",
-                 f"tracking.experiment={json.dumps(recorded.tracking.experiment + EXPERIMENT_SUFFIX)}"]
+    # The bundle's locations are reported, never obeyed: this machine's store, this project's data root.
+    overrides = ["tracking.uri=null", *_data_overrides(path, entry)]
+    recorded = load_spec(path, overrides)
+    overrides += [f"runtime.runs_dir={json.dumps(str(runs_dir))}",
+                  f"tracking.experiment={json.dumps(recorded.tracking.experiment + EXPERIMENT_SUFFIX)}"]
     source = entry.get("transfer_source")
     if recorded.transfer is not None and recorded.transfer.from_ != "init":
         if source and _has_weights(bundle, source):
@@ -196,11 +245,57 @@ def bundled_spec(extracted: Path, entry: dict[str, Any], bundle: VerifiedBundle,
             checkpoint = (runs_dir / name / f"seed-{seed}" / "final.pt").resolve()
         else:
             checkpoint = Path(recorded.transfer.from_)
+            if not inside_project(recorded.transfer.from_):
+                raise BundleError(f"{entry['path']}: the bundle has no transfer source and names the checkpoint "
+                                  f"{checkpoint} outside this project; bundle the source run too.")
             if not checkpoint.is_file():
                 raise BundleError(f"{entry['path']}: the bundle has no transfer source and its checkpoint "
                                   f"{checkpoint} is not here; bundle the source run too.")
         overrides.append(f"transfer.from={json.dumps(str(checkpoint))}")
     return load_spec(path, overrides)
+
+
+def _bundled_data(path: Path) -> dict[str, Any]:
+    from auxcli.specfile import read_spec_data
+
+    data, _ = read_spec_data(path)
+    return data
+
+
+def _data_overrides(path: Path, entry: dict[str, Any]) -> list[str]:
+    """`data.root` set to the project's default when the bundled one is absolute or leaves the project; a
+    mapping file outside the project is refused (it cannot be replaced)."""
+    from auxcli.spec import DataSpec
+
+    data = _bundled_data(path).get("data") or {}
+    overrides = []
+    root = data.get("root")
+    if isinstance(root, str) and not inside_project(root):
+        overrides.append(f"data.root={json.dumps(DataSpec.model_fields['root'].default)}")
+    mapping = data.get("superclasses")
+    if isinstance(mapping, str) and not inside_project(mapping):
+        raise BundleError(f"{entry['path']}: the bundled data.superclasses {mapping!r} lies outside this project; "
+                          "reproducing reads files only inside it. Put the mapping in the project and edit "
+                          "nothing in the bundle: re-bundle the run with a relative data.superclasses.")
+    return overrides
+
+
+def ignored_locations(path: Path, spec) -> list[str]:
+    """What the bundled spec says about where to write or report that the re-run does not obey."""
+    from auxcli.project import anchored as anchor
+    from auxcli.tracking import display_uri, resolve_tracking_uri
+
+    bundled = _bundled_data(path)
+    lines = []
+    uri = (bundled.get("tracking") or {}).get("uri")
+    if uri:
+        lines.append(f"bundled tracking.uri {display_uri(str(uri))} not used; the re-run is recorded in "
+                     f"{display_uri(resolve_tracking_uri(None))}")
+    root = (bundled.get("data") or {}).get("root")
+    if isinstance(root, str) and root != spec.data.root:
+        lines.append(f"bundled data.root {root} not used (outside this project); data read from "
+                     f"{anchor(spec.data.root)}")
+    return lines
 
 
 def _has_weights(bundle: VerifiedBundle, member_dir: str) -> bool:
@@ -230,26 +325,31 @@ def differences(recorded: Path, env_now: dict[str, Any], code_now: dict[str, Any
     if not (record / "environment.json").is_file():
         return [f"{label}: no repro/ record (run finished before records existed); differences unknown"], None
     lines = []
-    env_then = json.loads((record / "environment.json").read_text())
+    env_then = _record_json(record / "environment.json", label)
     for key in ("python", "os", "machine", "cpu", "gpus", "gpu_driver", "cuda", "cudnn", "torch", "torchvision",
                 "threads", "runtime", "determinism"):
         if env_then.get(key) != env_now.get(key):
             lines.append(f"{label}: environment {key}: recorded {env_then.get(key)}, now {env_now.get(key)}")
-    then, now = env_then.get("distributions", {}), env_now.get("distributions", {})
+    then, now = env_then.get("distributions") or {}, env_now.get("distributions", {})
+    if not isinstance(then, dict):
+        then = {}
     changed = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
     if changed:
         shown = ", ".join(f"{k} {then.get(k, '-')} -> {now.get(k, '-')}" for k in changed[:10])
         lines.append(f"{label}: {len(changed)} installed distribution(s) differ: {shown}"
                      + (" ..." if len(changed) > 10 else ""))
-    code_then = json.loads((record / "code.json").read_text())
+    code_then = _record_json(record / "code.json", label)
     for key in ("git_commit", "git_dirty", "patch_sha256"):
         if code_then.get(key) != code_now.get(key):
             then_, now_ = (NOT_GIT if v is None else v for v in (code_then.get(key), code_now.get(key)))
             lines.append(f"{label}: code {key}: recorded {then_}, now {now_}")
     if code_then.get("package") != code_now.get("package"):
         lines.append(f"{label}: auxcli package: recorded {code_then.get('package')}, now {code_now.get('package')}")
-    data_then = json.loads((record / "data.json").read_text())
-    files_then, files_now = data_then.get("files", {}), data_now.get("files", {})
+    data_then = _record_json(record / "data.json", label)
+    files_then, files_now = data_then.get("files") or {}, data_now.get("files", {})
+    if not isinstance(files_then, dict) or not all(isinstance(v, dict) for v in files_then.values()):
+        raise BundleError(f"{label}/{RECORD_DIR}/data.json: files is not a mapping of file names to their sha256 "
+                          "and size; the bundle's record is damaged")
     differing = sorted(k for k in set(files_then) | set(files_now)
                        if (files_then.get(k) or {}).get("sha256") != (files_now.get(k) or {}).get("sha256"))
     data_change = None
@@ -260,6 +360,20 @@ def differences(recorded: Path, env_now: dict[str, Any], code_now: dict[str, Any
     if not lines:
         lines.append(f"{label}: environment, code and data as recorded")
     return lines, data_change
+
+
+def _record_json(path: Path, label: str) -> dict[str, Any]:
+    """A bundled record file as a JSON object; `BundleError` naming it when it is missing or damaged."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise BundleError(f"{label}/{RECORD_DIR}/{path.name} is missing from the bundle's record") from None
+    except ValueError as exc:
+        raise BundleError(f"{label}/{RECORD_DIR}/{path.name} is not valid JSON ({str(exc)[:100]}); the bundle's "
+                          "record is damaged") from None
+    if not isinstance(data, dict):
+        raise BundleError(f"{label}/{RECORD_DIR}/{path.name} is not a JSON object; the bundle's record is damaged")
+    return data
 
 
 def current_data(data: DataSpec) -> dict[str, Any]:
@@ -275,7 +389,7 @@ def current_data(data: DataSpec) -> dict[str, Any]:
 
 def compare_run(label: str, recorded: Path, outcome, epochs: int | None, tolerance: float | None,
                 spec) -> list[Comparison]:
-    then = read_history((recorded / "history.csv").read_text(encoding="utf-8"))
+    then = read_history((recorded / "history.csv").read_text(encoding="utf-8"), recorded / "history.csv")
     now = outcome.folder.read_history()
     if epochs is not None:
         then = then[:epochs]
@@ -315,8 +429,9 @@ def exact_expected(recorded: Path, spec) -> bool:
     environment = recorded / RECORD_DIR / "environment.json"
     if not spec.runtime.deterministic or not environment.is_file():
         return False
-    then = json.loads(environment.read_text()).get("runtime", {}).get("device", "")
-    return then.split(":")[0] == resolve_runtime(spec.runtime).device.type
+    runtime = _record_json(environment, recorded.name).get("runtime")
+    then = runtime.get("device") if isinstance(runtime, dict) else None
+    return isinstance(then, str) and then.split(":")[0] == resolve_runtime(spec.runtime).device.type
 
 
 def _uncompared(metric: str) -> bool:

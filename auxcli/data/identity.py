@@ -88,35 +88,43 @@ def dvc_tracked(path: Path) -> tuple[str | None, str | None]:
     """(tracked folder relative to the repository, its md5) for the DVC output or `.dvc` file that holds
     `path`, read from the `dvc.lock` and `.dvc` files between `path` and the repository root; (None, None)
     when DVC tracks no folder above it."""
-    from ruamel.yaml import YAML
-
     path = Path(path).resolve()
     root = workspace_root(path)
     if root is None:
         return None, None
-    yaml = YAML(typ="safe", pure=True)
     candidates: list[tuple[Path, dict]] = []  # (out path, out entry)
     chain = [path, *path.parents[:len(path.parents) - len(root.parents)]]  # path up to the repository root
     for folder in chain:  # pipelines in the folders above the data, and `<folder>.dvc` files of `dvc add`
         lock = folder / "dvc.lock"
-        stages = (_load(yaml, lock).get("stages") or {}) if lock.is_file() else {}
-        for stage in stages.values():
-            for out in stage.get("outs") or []:
-                candidates.append(((lock.parent / out["path"]).resolve(), out))
+        stages = (_load(lock).get("stages") or {}) if lock.is_file() else {}
+        for stage in stages.values() if isinstance(stages, dict) else []:
+            for out in (stage.get("outs") or []) if isinstance(stage, dict) else []:
+                if isinstance(out, dict) and isinstance(out.get("path"), str):
+                    candidates.append(((lock.parent / out["path"]).resolve(), out))
         dvcfile = folder.with_name(folder.name + ".dvc")
         if folder != root and dvcfile.is_file():
-            for out in _load(yaml, dvcfile).get("outs") or []:
-                candidates.append(((dvcfile.parent / out["path"]).resolve(), out))
+            outs = _load(dvcfile).get("outs") or []
+            for out in outs if isinstance(outs, list) else []:
+                if isinstance(out, dict) and isinstance(out.get("path"), str):
+                    candidates.append(((dvcfile.parent / out["path"]).resolve(), out))
     for out_path, out in sorted(candidates, key=lambda c: len(c[0].parts), reverse=True):
         if (out_path == path or out_path in path.parents) and out.get("md5"):
             return out_path.relative_to(root).as_posix(), str(out["md5"])
     return None, None
 
 
-def _load(yaml, file: Path) -> dict:
+def _load(file: Path) -> dict:
+    """A `dvc.lock` or `.dvc` file through `safeyaml` (bounded: no alias bombs, no FIFOs); a damaged one is
+    named in a warning and identifies nothing."""
+    import logging
+
+    from auxcli.errors import SpecError
+    from auxcli.safeyaml import read_yaml_file
+
     try:
-        doc = yaml.load(file.read_text())
-    except Exception:  # a half-written or foreign file identifies nothing
+        doc = read_yaml_file(file, "DVC file", "a DVC lock or .dvc file (YAML mapping)")
+    except SpecError as exc:
+        logging.getLogger(__name__).warning("skipped a damaged DVC file when looking for the data's md5: %s", exc)
         return {}
     return doc if isinstance(doc, dict) else {}
 

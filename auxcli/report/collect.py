@@ -99,19 +99,26 @@ class Store:
         """A fresh run `auxcli-report` (tag auxcli.report=true) holding the figures (`figures/`) and
         renderings (`report/`), in the experiment `<experiment>-reports` so that it never shows in the
         training runs' charts and tables; returns its id."""
+        from auxcli.signals import end_orphans, process_tags
+        from auxcli.testhooks import pause_point
         from auxcli.tracking import ensure_experiment
 
         experiment_id = self._call("create the reports experiment", ensure_experiment, self.client,
                                    self.experiment + REPORTS_SUFFIX)
-        run = self._call("create the report run", self.client.create_run, experiment_id,
-                         run_name=REPORT_RUN_NAME, tags={REPORT_TAG: "true", "auxcli.experiment": self.experiment})
+        end_orphans(self.client, experiment_id, REPORT_TAG)
+        run = self._call("create the report run", self.client.create_run, experiment_id, run_name=REPORT_RUN_NAME,
+                         tags={REPORT_TAG: "true", "auxcli.experiment": self.experiment, **process_tags()})
         run_id = run.info.run_id
         status = "FAILED"
         try:
+            pause_point("report-run-open")
             for path in files:
                 subdir = "figures" if path.suffix == ".png" else "report"
                 self._call("log an artifact", self.client.log_artifact, run_id, str(path), subdir)
             status = "FINISHED"
+        except KeyboardInterrupt:  # SIGTERM or Ctrl-C (auxcli.signals): KILLED, as `auxcli run` ends its runs
+            status = "KILLED"
+            raise
         finally:
             self.client.set_terminated(run_id, status=status)
         return run_id
@@ -196,16 +203,20 @@ class RunFolders:
     def _record(self, folder: Path) -> RunRecord | None:
         import json
 
-        from ruamel.yaml import YAML
-        from ruamel.yaml.error import YAMLError
-
+        from auxcli.errors import SpecError
+        from auxcli.safeyaml import read_yaml_file
         from auxcli.tracking import flatten
 
         try:
             metrics = json.loads((folder / "metrics.json").read_text())
-            spec = YAML(typ="safe", pure=True).load((folder / "spec.resolved.yaml").read_text()) or {}
-        except (OSError, ValueError, YAMLError):
-            return None  # a half-copied folder: nothing to report from it
+            spec = read_yaml_file(folder / "spec.resolved.yaml", "resolved spec", "a YAML mapping") or {}
+        except (OSError, ValueError, SpecError) as exc:  # a half-copied or damaged folder: named, then skipped
+            import logging
+
+            logging.getLogger(__name__).warning("skipped run folder %s: %s", folder, str(exc).splitlines()[0][:300])
+            return None
+        if not isinstance(metrics, dict) or not isinstance(spec, dict):
+            return None
         seed_text = folder.name.removeprefix("seed-")
         seed = int(seed_text) if seed_text.isdigit() else None
         name = str(metrics.get("spec_name") or spec.get("name") or folder.parent.name)
@@ -233,7 +244,7 @@ class RunFolders:
                         try:
                             value = float(row.get(metric) or "nan")
                             epoch = int(float(row["epoch"]))
-                        except (KeyError, ValueError):
+                        except (KeyError, ValueError, TypeError):  # a damaged row (missing or extra cells)
                             continue
                         if math.isfinite(value):
                             points.append((epoch, value))

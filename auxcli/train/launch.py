@@ -49,8 +49,9 @@ def check_gpus(nproc: int, devices: Sequence[str]) -> None:
         return
     gpus = torch.cuda.device_count()
     if nproc > gpus:
+        fewer = f"Use --nproc {gpus} or fewer, or" if gpus else "Use"  # --nproc 0 is no advice: min is 1
         raise LaunchError(f"--nproc {nproc}: runtime.device {wants_cuda[0]} needs one GPU per process, and this "
-                          f"machine has {gpus}. Use --nproc {gpus} or fewer, or runtime.device: cpu (gloo).")
+                          f"machine has {gpus}. {fewer} runtime.device: cpu (gloo).")
 
 
 def launch(nproc: int, run_args: Sequence[str], devices: Sequence[str]) -> int:

@@ -40,6 +40,7 @@ from auxcli.train.checkpoint import FINAL_FORMAT, LAST_FORMAT, save_checkpoint
 
 RUN_FOLDER_TAG = "auxcli.run_folder"  # host:absolute path; finds this folder's orphaned RUNNING runs
 REPAIRED_FROM_TAG = "auxcli.repaired_from"
+RESUMED_FROM_TAG = "auxcli.resumed_from"  # a resume into a new MLflow run: the checkpoint's run was gone
 _STEP_KEY = "lr"  # a per-epoch metric every run logs: its steps are the epochs MLflow has
 
 
@@ -86,7 +87,8 @@ class RunRecorder:
         self.tracker = tracker
         self._end_orphans(keep=resumed_run_id)
         if resumed_run_id is None or not self._resume(resumed_run_id):
-            self._start(tags)
+            # the checkpoint's MLflow run is gone (deleted, another store): resume into a new run, saying so
+            self._start(tags if resumed_run_id is None else {**tags, RESUMED_FROM_TAG: resumed_run_id})
         self._log_missing_epochs(history)
         if spec.runtime.system_metrics:
             tracker.start_system_metrics()
@@ -185,6 +187,8 @@ class RunRecorder:
         try:
             run = self.tracker.client.get_run(run_id)
         except Exception:  # deleted, or another store
+            return False
+        if run.info.lifecycle_stage != "active":  # deleted in the UI: it cannot be written to again
             return False
         if not mlflow_run_belongs(self.spec, run.data.tags, self.folder):
             return False
