@@ -539,8 +539,11 @@ def pipeline(
         help="Spec files or folders (default: specs/<suite>, the params file's `suite`).")] = None,
     out: Annotated[Path, typer.Option(help="Where to write the DVC pipeline.")] = Path("dvc.yaml"),
     params: Annotated[str, typer.Option(help="The params file every stage reads.")] = "params.yaml",
+    set_: SetOption = None,
 ) -> None:
-    """Write dvc.yaml: a data stage, one stage per spec (transfers after their sources), metrics and plots."""
+    """Write dvc.yaml: a data stage, one stage per spec (transfers after their sources), metrics and plots.
+
+    --set overrides go onto every stage's command (after --params), so the stages resolve the specs as here."""
     from auxcli.pipeline import dvc_yaml, ensure_dvcignore, suite_folder
     from auxcli.plottemplate import ensure_plot_template
     from auxcli.runfolder import atomic_write_text
@@ -551,8 +554,9 @@ def pipeline(
         folder = suite_folder(params)
         paths, suite = [folder], folder.name
     files = _spec_files(paths)
-    overrides = params_overrides(params) if Path(params).exists() else []
-    atomic_write_text(out, dvc_yaml([(f, load_spec(f, overrides)) for f in files], params_file=params, suite=suite))
+    overrides = (params_overrides(params) if Path(params).exists() else []) + (set_ or [])
+    atomic_write_text(out, dvc_yaml([(f, load_spec(f, overrides)) for f in files], params_file=params, suite=suite,
+                                     overrides=set_ or ()))
     if not Path(params).exists():
         atomic_write_text(Path(params), "{}\n")
     ensure_dvcignore()

@@ -22,6 +22,25 @@ def _specs(tiny_spec, *named: tuple[str, str]) -> list:
     return [(Path(path), load_spec(path)) for path in (tiny_spec(name, extra) for name, extra in named)]
 
 
+def test_pipeline_set_goes_onto_every_stage_command_as_one_argument(workdir, tiny_spec):
+    import shlex
+
+    tiny_spec("pretrain")
+    tiny_spec("probe", "transfer: {from: pretrain, mode: linear}\n")
+    result = runner.invoke(app, ["pipeline", "pretrain.yaml", "probe.yaml", "--set", "train.lr=0.05",
+                                 "--set", "runtime.runs_dir=my runs"])
+    assert result.exit_code == 0, result.output
+    from auxcli.safeyaml import read_yaml_file
+
+    stages = read_yaml_file(Path("dvc.yaml"), "dvc.yaml", "a DVC pipeline")["stages"]
+    for name in ("data", "pretrain", "probe", "summary"):
+        for command in stages[name]["cmd"].split(" && "):
+            args = shlex.split(command)
+            assert args[args.index("--params") + 1:args.index("--params") + 6] == [
+                "params.yaml", "--set", "train.lr=0.05", "--set", "runtime.runs_dir=my runs"], (name, command)
+    assert stages["probe"]["outs"][0] == "my runs/probe"  # the outputs follow the resolved specs
+
+
 def test_data_stage_comes_first_and_transfers_depend_on_their_sources_run_folder(workdir, tiny_spec):
     specs = _specs(tiny_spec, ("probe", "transfer: {from: pretrain, mode: linear}\n"), ("pretrain", ""))
     (workdir / "params.yaml").write_text("suite: tiny\ndata: {subset: 2}\ntrain: {lr: 0.05}\n")
