@@ -118,3 +118,17 @@ def _cli_environment_per_test():
     yield
     for name in ("AUXCLI_VERBOSITY", "AUXCLI_COMMAND"):
         os.environ.pop(name, None)
+
+
+SPECIAL_FILE_KINDS = ("fifo", "device", "folder")
+
+
+def make_special_file(path, kind: str) -> None:
+    """Put a FIFO, a link to /dev/zero or a folder at `path`: what a reader of regular files must refuse
+    without blocking or reading forever."""
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path.symlink_to("/dev/zero")
+    else:
+        path.mkdir()

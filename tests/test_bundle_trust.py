@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from auxcli.bundle.archive import MANIFEST, write_bundle
 from auxcli.cli import app
+from tests.conftest import SPECIAL_FILE_KINDS, make_special_file
 
 SPEC = """\
 name: pre
@@ -290,16 +291,9 @@ def test_member_entries_of_the_manifest_are_checked(at, edit, problem):
     refused(invoke("reproduce", _with_manifest(at, "members.tar.gz", edit), "--check-only"), problem)
 
 
-@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+@pytest.mark.parametrize("kind", SPECIAL_FILE_KINDS)
 def test_a_bundle_that_is_not_a_regular_file_is_refused_without_blocking(at, tmp_path, kind, time_limit):
-    import os
-
     path = tmp_path / "bundle.tar.gz"
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "device":
-        path.symlink_to("/dev/zero")
-    else:
-        path.mkdir()
+    make_special_file(path, kind)
     for args in (["--check-only"], ["--runs-dir", tmp_path / "rd"]):
         refused(invoke("reproduce", path, *args), "not a regular file")

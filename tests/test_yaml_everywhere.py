@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import auxcli
 from auxcli.cli import app
+from tests.conftest import SPECIAL_FILE_KINDS, make_special_file
 
 BOMB = ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
         "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
@@ -73,15 +74,10 @@ def test_a_hostile_superclass_mapping_is_refused_naming_it(workdir, kind, time_l
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("kind", ["fifo", "device", "folder"])
+@pytest.mark.parametrize("kind", SPECIAL_FILE_KINDS)
 def test_validate_says_what_run_refuses_about_the_mapping(tiny_spec, workdir, kind, time_limit):
     path = workdir / "map.yaml"
-    if kind == "fifo":
-        os.mkfifo(path)
-    elif kind == "device":
-        path.symlink_to("/dev/zero")
-    else:
-        path.mkdir()
+    make_special_file(path, kind)
     spec = tiny_spec("mapped")
     spec.write_text(spec.read_text().replace("dataset: synthetic", "dataset: folder")
                     .replace("  synthetic: {train_per_class: 4, test_per_class: 2}\n", f"  superclasses: {path}\n"))
