@@ -57,6 +57,11 @@ def spec_of_plain(data: Any) -> Spec | None:
     """A recorded resolved spec (plain mapping) validated as today's `Spec`, or None if it no longer is one."""
     if not isinstance(data, dict):
         return None
+    transfer = data.get("transfer")
+    if isinstance(transfer, dict) and transfer.get("mode") == "finetune":
+        # A resolved spec writes every field, `transfer.bn`'s default too, which a written finetune spec may
+        # not set (`cross_field_problems`); it has no effect on a finetune, so it is left out here.
+        data = {**data, "transfer": {k: v for k, v in transfer.items() if k != "bn"}}
     try:
         return Spec.model_validate(data)
     except Exception:  # ValidationError, or CrossFieldErrors (raised unwrapped by the model validator)

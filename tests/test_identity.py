@@ -60,6 +60,14 @@ def test_a_resolved_spec_of_an_older_version_gets_todays_identity(tiny_spec):
     assert result_id_of_text("name: [unclosed") is None and result_id_of_text(None) is None
 
 
+@pytest.mark.parametrize("transfer", ["{from: pre, mode: finetune}", "{from: pre, mode: linear, bn: train}"])
+def test_a_transfer_s_resolved_spec_gives_its_identity(tiny_spec, transfer):
+    spec = load_spec(tiny_spec("t", f"transfer: {transfer}\n"))
+    assert result_id_of_text(dump_spec(spec)) == result_id(spec)
+    params = {k: str(v) for k, v in flatten(spec.to_plain()).items()}
+    assert result_id_of_params(params) == result_id(spec)
+
+
 def test_mlflow_params_of_older_runs_give_the_identity(tiny_spec):
     spec = load_spec(tiny_spec("s"), ["task.aux={kind: labelset, labels: superclass}"])
     params = {k: str(v) for k, v in flatten(spec.to_plain()).items()}

@@ -323,3 +323,34 @@ def test_only_a_plain_main_classifier_with_its_normalisation_is_exported():
     assert image_classifier({**final, "heads": {"rotation": final["heads"]["main"]}}) is None  # labels: none
     assert image_classifier(final_state("resnet", {"depth": 8}, network, task={"joint": "sla"})) is None
     assert image_classifier({k: v for k, v in final.items() if k != "normalize"}) is None  # an older final.pt
+
+
+THIN_WRN_BACKWARD = """
+import torch
+from torch.nn import functional as F
+from auxcli.models.registry import create_backbone
+from auxcli.spec import ModelSpec
+torch.manual_seed(0)
+torch.set_num_threads(1)  # as runtime.threads: 1; the bug shows in the one-thread kernel
+net = create_backbone(ModelSpec(backbone="wrn", depth=10, widen_factor=1, base_width=4), image_size=32)
+net = net.to(memory_format=torch.channels_last)
+x = torch.randn(64, 3, 32, 32).to(memory_format=torch.channels_last)
+for _ in range(3):
+    net.forward_features(x).sum().backward()
+block = net.layer2[0]
+act = torch.randn(16, 4, 16, 16).to(memory_format=torch.channels_last)
+reference = F.conv2d(act.contiguous(), block.projection.weight.detach().contiguous(), stride=2)
+print((block._project(act) - reference).abs().max().item())
+"""
+
+
+def test_a_thin_wrn_trains_in_channels_last_on_the_cpu_and_projects_as_the_strided_conv():
+    """torch 2.14.1 corrupts the heap in the CPU backward of a strided 1x1 conv with < 8 input channels in
+    channels_last (the projection of a base_width-4 WRN); `WideBlock._project` sidesteps it with the same sum.
+    In a subprocess: the bug aborts the interpreter."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", THIN_WRN_BACKWARD], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert float(result.stdout.strip()) == 0.0

@@ -55,6 +55,10 @@ def test_pretrain_then_linear_probe_and_finetune(workdir, tiny_spec, label_set):
         assert run["tags.auxcli.transfer.mode"] == mode
         assert len(run["tags.auxcli.transfer.checkpoint_sha256"]) == 64
     assert runs.loc["probe-s0", "tags.auxcli.transfer.bn"] == "frozen"
+    # A finished chain is done, finetune included (its resolved spec gives its own identity back).
+    again = invoke("run", probe, finetune, source)
+    assert again.exit_code == 0 and "epoch" not in again.output, again.output
+    assert "3 done" in invoke("plan", probe, finetune, source).output
 
 
 def test_linear_probe_with_training_bn_updates_only_bn_statistics(workdir, tiny_spec):

@@ -52,7 +52,21 @@ class WideBlock(nn.Module):
         out = self.conv1(activated)
         out = self.conv2(self.dropout(F.relu(self.bn2(out), inplace=True)))
         # the projection reads the pre-activated input, the identity the raw one (official code)
-        return out + (x if self.projection is None else self.projection(activated))
+        return out + (x if self.projection is None else self._project(activated))
+
+    def _project(self, activated: torch.Tensor) -> torch.Tensor:
+        conv = self.projection
+        assert conv is not None
+        stride = conv.stride[0]
+        if stride > 1 and conv.in_channels < FEW_CHANNELS:
+            # The same sum on the pixels the stride keeps: torch 2.14.1's one-thread CPU backward of a strided 1x1 conv
+            # with fewer than 8 input channels in channels_last corrupts the heap ("free(): invalid next
+            # size", SIGABRT; in_channels 1-7 crash, 8 and 12 do not). Outputs are identical (difference 0.0).
+            return F.conv2d(activated[:, :, ::stride, ::stride], conv.weight)
+        return conv(activated)
+
+
+FEW_CHANNELS = 8  # below this, a strided 1x1 projection is computed as subsample + 1x1 conv (WideBlock._project)
 
 
 class WideResNet(nn.Module):
