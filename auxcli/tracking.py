@@ -63,13 +63,14 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return f"sqlite:///{store_root() / DEFAULT_DB}"
 
 
-def default_artifact_location(experiment: str) -> str | None:
-    """Artifacts beside the embedded store (None: let a remote server decide)."""
+def default_artifact_location(experiment: str, uri: str | None = None) -> str | None:
+    """Artifacts beside the embedded store (None: let a remote server decide, e.g. a tracking server's
+    proxied `--artifacts-destination`, whether it was named by MLFLOW_TRACKING_URI or tracking.uri)."""
     import re
 
     from auxcli.spec import NAME_PATTERN
 
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    if os.environ.get("MLFLOW_TRACKING_URI") or (uri and not uri.startswith(("sqlite:", "file:"))):
         return None
     if not re.fullmatch(NAME_PATTERN, experiment):  # a name, never a path out of mlartifacts/
         raise TrackingError(f"experiment name {experiment!r} cannot name a folder; allowed: 1-100 letters, "
@@ -198,7 +199,8 @@ def get_or_create_experiment(client: Any, name: str) -> str:
         if found is not None:
             return found.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=default_artifact_location(name))
+            uri = getattr(getattr(client, "_tracking_client", None), "tracking_uri", None)
+            return client.create_experiment(name, artifact_location=default_artifact_location(name, uri))
         except Exception:
             found = client.get_experiment_by_name(name)  # created by a concurrent run in between
             if found is None:
