@@ -284,13 +284,19 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
         from auxcli.launch.settings import load_settings
 
         if concurrent > 1:
-            raise typer.BadParameter("--concurrent runs local processes; Slurm runs one job per run already")
+            from auxcli.errors import LaunchError
+
+            raise LaunchError("--concurrent K starts local processes; --executor slurm already runs one Slurm job "
+                              "per spec and seed, as many at once as the cluster allows. Drop --concurrent.")
         handles = submit_suite(files, overrides, seed=seed, settings=load_settings(launcher, slurm or []),
                                nproc=nproc, resume=resume, force=force)
         typer.echo(describe(handles))
         return
     if launcher is not None or slurm:
-        raise typer.BadParameter("--launcher and --slurm set Slurm resources; add --executor slurm")
+        from auxcli.errors import LaunchError
+
+        raise LaunchError("--launcher and --slurm set the resources of Slurm jobs; add --executor slurm, or drop "
+                          "them to train on this machine.")
     if concurrent > 1:  # each process captures its own provenance, as `auxcli run FILE --seed S` would
         if nproc is not None:
             raise typer.BadParameter("--concurrent runs one process per run; it cannot be combined with --nproc")
