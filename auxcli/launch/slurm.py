@@ -69,7 +69,8 @@ def slurm_state(job: RunJob, queued: dict[str, str]) -> str | None:
     state = queued.get(str(record["job_id"]))
     if state is not None:
         return state.lower()
-    return None if job.state == "done" else "failed"
+    finished = RunFolder.of(job.spec, job.seed).complete.exists()  # done, or finished as another identity
+    return None if finished else "failed"
 
 
 @dataclass
