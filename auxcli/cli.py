@@ -288,9 +288,9 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
 
             raise LaunchError("--concurrent K starts local processes; --executor slurm already runs one Slurm job "
                               "per spec and seed, as many at once as the cluster allows. Drop --concurrent.")
-        handles = submit_suite(files, overrides, seed=seed, settings=load_settings(launcher, slurm or []),
-                               nproc=nproc, resume=resume, force=force)
-        typer.echo(describe(handles))
+        handles, skipped = submit_suite(files, overrides, seed=seed, settings=load_settings(launcher, slurm or []),
+                                        nproc=nproc, resume=resume, force=force)
+        typer.echo(describe(handles, skipped))
         return
     if launcher is not None or slurm:
         from auxcli.errors import LaunchError
@@ -300,11 +300,13 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
     if concurrent > 1:  # each process captures its own provenance, as `auxcli run FILE --seed S` would
         if nproc is not None:
             raise typer.BadParameter("--concurrent runs one process per run; it cannot be combined with --nproc")
-        from auxcli.concurrent import jobs_for, run_concurrently
+        from auxcli.launch.executors import LocalProcesses
+        from auxcli.launch.jobs import plan_jobs
 
         # each child gets its run's overrides (--params' and a sweep point's included) as --set
-        child = [*(["--resume"] if resume else []), *(["--force"] if force else [])]
-        raise typer.Exit(run_concurrently(jobs_for(files, overrides, seed), concurrent=concurrent, child_options=child))
+        local = LocalProcesses(concurrent)
+        local.submit(plan_jobs(files, overrides, seed), resume=resume, force=force)
+        raise typer.Exit(local.exit_code)
     if nproc is not None:  # check the specs here, then start the same command under torchrun
         from auxcli.train.launch import launch, run_arguments
 

@@ -21,8 +21,9 @@ def log_folder(settings: SlurmSettings, jobs: Sequence[RunJob]) -> Path:
 
 
 def submit_suite(files: Sequence[Path], overrides: Sequence[str], *, seed: int | None, settings: SlurmSettings,
-                 nproc: int | None, resume: bool, force: bool) -> list:
-    """Check, then submit every job that is neither done nor queued; the handles (see `SlurmExecutor`)."""
+                 nproc: int | None, resume: bool, force: bool) -> tuple[list, list[RunJob]]:
+    """Check, then submit every job that is neither done nor queued; the handles (see `SlurmExecutor`) and
+    the jobs not submitted (done, or stale: `auxcli run` would refuse them without --force)."""
     from auxcli.launch.checks import check_partition, check_sbatch, check_shared_folders, check_tracking
     from auxcli.launch.slurm import SlurmExecutor
 
@@ -34,12 +35,14 @@ def submit_suite(files: Sequence[Path], overrides: Sequence[str], *, seed: int |
     check_shared_folders(specs, folder, shared=settings.runs_dir_shared)
     check_partition(settings.partition)
     executor = SlurmExecutor(settings, folder, nproc=nproc or 1)
-    return executor.submit(jobs, resume=resume, force=force)
+    return executor.submit(jobs, resume=resume, force=force), executor.skipped
 
 
-def describe(handles: Sequence) -> str:
-    lines = [f"{h.job.label}: {'submitted' if h.submitted else 'already queued'} as Slurm job {h.job_id}"
-             + (f" (after {', '.join(h.job.after)})" if h.submitted and h.job.after else "") for h in handles]
+def describe(handles: Sequence, skipped: Sequence[RunJob] = ()) -> str:
+    lines = [f"{job.label}: {job.state}, not submitted" + (" (--force replaces it)" if job.state == "stale" else "")
+             for job in skipped]
+    lines += [f"{h.job.label}: {'submitted' if h.submitted else 'already queued'} as Slurm job {h.job_id}"
+              + (f" (after {', '.join(h.job.after)})" if h.submitted and h.job.after else "") for h in handles]
     new = sum(h.submitted for h in handles)
     lines.append(f"{new} job{'s' * (new != 1)} submitted, {len(handles) - new} already queued; "
                  "`auxcli plan` shows their state, `auxcli cancel` cancels them")

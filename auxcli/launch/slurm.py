@@ -106,6 +106,7 @@ class SlurmExecutor:
         self.log_folder = log_folder
         self.nproc = nproc
         self.python = python or settings.python or sys.executable
+        self.skipped: list[RunJob] = []  # done, or holding another result (stale): not submitted
 
     def submit(self, jobs: Sequence[RunJob], *, resume: bool = False, force: bool = False) -> list[SlurmHandle]:
         """Submit every job that is neither done (unless `force`) nor queued; handles of those queued or
@@ -123,7 +124,8 @@ class SlurmExecutor:
             if record is not None and queued.get(str(record["job_id"])) in ACTIVE:
                 handles[job.label] = SlurmHandle(job, str(record["job_id"]), submitted=False)
                 continue
-            if job.state == "done" and not force:
+            if job.state in ("done", "stale") and not force:  # stale: `auxcli run` would refuse it (exit 2)
+                self.skipped.append(job)
                 continue
             waits = [handles[label].job_id for label in job.after if label in handles]
             executor.update_parameters(**self.sbatch_parameters(job, waits))
