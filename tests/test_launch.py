@@ -144,3 +144,30 @@ def test_a_tracking_server_keeps_its_own_artifact_root(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert default_artifact_location("auxcli", "http://127.0.0.1:5000") is None  # proxied by the server
     assert default_artifact_location("auxcli", "sqlite:///x.db").startswith("file:")
+
+
+def test_a_slurm_job_runs_auxcli_run_or_torchrun_with_slurms_nodes():
+    from auxcli.launch.job import RENDEZVOUS_PORT, AuxcliRun
+
+    args = ["specs/a.yaml", "--seed", "1"]
+    assert AuxcliRun("py", args).command() == ["py", "-m", "auxcli", "run", *args]
+    assert AuxcliRun("py", args, nproc=4).command() == [
+        "py", "-m", "auxcli.train.launch", "--standalone", "--nproc-per-node=4", "-m", "auxcli", "run", *args]
+    assert AuxcliRun("py", args, nproc=4).command(nodes=2, node_rank=1, master="node7") == [
+        "py", "-m", "auxcli.train.launch", "--nnodes=2", "--node-rank=1", "--master-addr=node7",
+        f"--master-port={RENDEZVOUS_PORT}", "--nproc-per-node=4", "-m", "auxcli", "run", *args]
+
+
+def test_a_preempted_job_requeues_the_same_command_and_pickles_without_its_process():
+    import pickle
+    import subprocess
+    import sys
+
+    from auxcli.launch.job import AuxcliRun
+
+    run = AuxcliRun(sys.executable, ["x.yaml", "--seed", "0"], nproc=2)
+    run._process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    again = run.checkpoint()  # stops the child (SIGTERM) and returns the same call for submitit to requeue
+    assert run._process.poll() is not None
+    assert (again.function.run_args, again.function.nproc) == (run.run_args, 2)
+    assert "_process" not in pickle.loads(pickle.dumps(run)).__dict__
