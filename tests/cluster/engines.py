@@ -139,6 +139,7 @@ AccountingStorageType=accounting_storage/none
 SwitchType=switch/none
 MpiDefault=none
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
@@ -226,11 +227,13 @@ def start_mlflow_server(backend_uri: str, artifacts: Path, log: Path) -> MlflowS
 
     artifacts.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1"}
+    # no job-runner consumers (huey): auxcli uses none of the server's jobs, and they cost seconds of start-up
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "1",
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     env.pop("MLFLOW_TRACKING_URI", None)
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
                                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "2"],
+                               "--workers", "1"],
                               stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     engine = MlflowServer(processes=[server], url=f"http://127.0.0.1:{port}", artifacts=artifacts)
 

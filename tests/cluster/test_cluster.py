@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,9 @@ from pathlib import Path
 
 import pytest
 from engines import wait_until
+from typer.testing import CliRunner
+
+from auxcli.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
 CHAIN = ["mini-table1-superclass", "mini-table2-probe-superclass", "mini-table3-finetune-superclass"]
@@ -78,7 +82,8 @@ def seed_runs(server_url: str, spec_name: str):
     return client, [r for r in runs if "auxcli.seed" in r.data.tags]
 
 
-def test_chain_submitted_in_one_command_runs_in_order_and_reports_as_in_process(slurm, mlflow_server, tmp_path):
+def test_chain_submitted_in_one_command_runs_in_order_and_reports_as_in_process(slurm, mlflow_server, tmp_path,
+                                                                                 monkeypatch):
     cluster_dir, local_dir = tmp_path / "cluster", tmp_path / "local"
     copy_chain(cluster_dir), copy_chain(local_dir)
     submit = ["run", "specs", *SMALL, *ON_ONE_NODE]
@@ -104,11 +109,15 @@ def test_chain_submitted_in_one_command_runs_in_order_and_reports_as_in_process(
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
 
-    def states() -> str:
-        return auxcli("plan", "specs", *SMALL, cwd=cluster_dir).stdout
+    def states() -> str:  # `auxcli plan` in this process: polling it costs no interpreter start-up
+        monkeypatch.chdir(cluster_dir)
+        result = CliRunner().invoke(app, ["plan", "specs", *SMALL])
+        assert result.exit_code == 0, result.output
+        return result.output
 
-    wait_until(lambda: "/running" in states(), timeout_s=300, what="a job of the chain running")
-    wait_until(lambda: not in_queue(slurm, ids.values()), timeout_s=600, what="the chain leaving the queue")
+    wait_until(lambda: "/running" in states(), timeout_s=300, what="a job of the chain running", interval_s=1)
+    wait_until(lambda: not in_queue(slurm, ids.values()), timeout_s=600, what="the chain leaving the queue",
+               interval_s=1)
     plan = states()
     assert not any(f"/{state}" in plan for state in ("pending", "running", "failed")), plan
     assert local.wait(timeout=600) == 0, local.stdout.read()
@@ -131,11 +140,12 @@ def test_chain_submitted_in_one_command_runs_in_order_and_reports_as_in_process(
 
     # nothing left to submit once everything is done
     after = auxcli(*submit, cwd=cluster_dir, tracking=mlflow_server.url)
-    assert "0 jobs submitted, 0 already queued" in after.stdout, after.stdout
+    assert "0 jobs submitted, 0 already queued" in after.stdout, after.stdout  # done (or stale: run refuses)
 
     # `auxcli report` from another process reads the server as it reads the embedded store
-    def table(text: str) -> list[str]:
-        return [line for line in text.splitlines() if not line.startswith("Store:")]
+    def table(text: str) -> list[str]:  # without the store's name and the source runs' ids, which differ
+        lines = [line for line in text.splitlines() if not line.startswith("Store:")]
+        return [re.sub(r"\([0-9a-f]{8}\)", "(run)", line) for line in lines]
 
     served = auxcli("report", "specs", *SMALL, cwd=cluster_dir, tracking=mlflow_server.url).stdout
     embedded = auxcli("report", "specs", *SMALL, cwd=local_dir).stdout
@@ -159,6 +169,10 @@ def test_preempted_job_is_requeued_and_resumes_from_last_pt(slurm, mlflow_server
     interrupted_at = epochs_done()
     # submitit's preemption signal (what Slurm sends before preempting or at the time limit)
     slurm.run("scancel", "--signal=USR2", job_id)
+    # Slurm holds a requeued job for 120 s (Reason=BeginTime); as an admin would, let it start now
+    wait_until(lambda: slurm.run("squeue", "-h", "-o", "%T", "-j", job_id).strip() == "PENDING", timeout_s=300,
+               what="the job requeued", interval_s=0.5)
+    slurm.run("scontrol", "update", f"JobId={job_id}", "StartTime=now")
     wait_until(lambda: not in_queue(slurm, [job_id]) and (folder / "complete.json").exists(), timeout_s=600,
                what="the requeued job finishing")
 
