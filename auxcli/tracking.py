@@ -120,7 +120,7 @@ def check_tracking_uri(uri: str) -> None:
     if base in _DEFAULT_DRIVER:
         import importlib.util
 
-        driver = driver or _DEFAULT_DRIVER[base]
+        driver = driver or _default_driver(base)
         module = _DRIVER_MODULE.get(driver, driver)
         try:
             found = importlib.util.find_spec(module) is not None
@@ -133,6 +133,16 @@ def check_tracking_uri(uri: str) -> None:
     path = sqlite_path(uri)
     if path is not None:
         _check_sqlite_file(uri, path)
+
+
+def _default_driver(dialect: str) -> str:
+    """The driver SQLAlchemy picks for `dialect://` (SQLAlchemy 2.1 picks psycopg 3 for postgresql)."""
+    try:
+        from sqlalchemy.engine.url import make_url
+
+        return make_url(f"{dialect}://").get_dialect().driver
+    except Exception:  # an SQLAlchemy that cannot say: the long-standing defaults
+        return _DEFAULT_DRIVER[dialect]
 
 
 def sqlite_path(uri: str) -> Path | None:
