@@ -211,3 +211,12 @@ def test_four_processes_logging_to_the_server_lose_nothing(mlflow_server, tmp_pa
             steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
             assert sorted(steps) == list(range(1, epochs + 1)), (run.info.run_name, metric, steps)
         assert client.list_artifacts(run.info.run_id)  # artifacts went through the server's proxy
+
+    # other commands read the server alone: a bundle of the runs, and an analysis of two runs by MLflow id
+    # with the run folders gone (their final weights come back through the server's artifact proxy)
+    auxcli("bundle", "four.yaml", "-o", "four.tar.gz", cwd=tmp_path, tracking=mlflow_server.url)
+    assert (tmp_path / "four.tar.gz").stat().st_size > 0
+    (tmp_path / "runs").rename(tmp_path / "elsewhere")
+    ids = [run.info.run_id for run in runs[:2]]
+    auxcli("analyze", *ids, "--no-mlflow", "--out", "analysis", cwd=tmp_path, tracking=mlflow_server.url)
+    assert (tmp_path / "analysis" / "probe.json").exists()
