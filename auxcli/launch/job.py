@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 RENDEZVOUS_PORT = 29500
@@ -53,7 +54,10 @@ class AuxcliRun:
         env = {**os.environ, **self.env, "AUXCLI_EXECUTOR": "slurm", "AUXCLI_SLURM_LOG": str(job.paths.stdout)}
         command = self.command(job.num_nodes, job.node, job.hostnames[0] if job.num_nodes > 1 else "127.0.0.1")
         self._process = subprocess.Popen(command, env=env, preexec_fn=_ignore_preemption_signals)
-        code = self._process.wait()
+        # Polled, not wait(): submitit's signal handler runs checkpoint() in this thread, and a wait() here
+        # would hold the Popen's wait lock, so checkpoint's own wait could never see the child end.
+        while (code := self._process.poll()) is None:
+            time.sleep(0.5)
         if code:
             raise RuntimeError(f"auxcli run {' '.join(self.run_args)} exited with code {code}")
         return code
