@@ -203,7 +203,12 @@ def plan(
     _note_pipeline_params(files, overrides, params)
     specs = [item.spec for item in loaded]
     by_run = run_statuses(specs)
-    typer.echo(plan_table(specs, by_run, sources=[str(item.file) for item in loaded]))
+    from auxcli.launch.cluster import plan_slurm_column
+
+    shown, failures = plan_slurm_column(specs, by_run)  # a submitted seed's Slurm state too: todo/pending
+    typer.echo(plan_table(specs, shown, sources=[str(item.file) for item in loaded]))
+    for line in failures:
+        typer.echo(line)
     statuses = list(by_run.values())
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in STATES
                        if s in ("done", "partial", "todo") or statuses.count(s))
@@ -216,6 +221,11 @@ def plan(
             rates.rates.clear()
         runs = estimate_runs(specs, cache=rates, on_measure=lambda name: typer.echo(f"measuring {name} ...", err=True))
         typer.echo("\n" + estimate_table(runs, "this machine"))
+
+
+class Executor(str, Enum):
+    local = "local"
+    slurm = "slurm"
 
 
 @app.command()
@@ -235,6 +245,16 @@ def run(
     nproc: Annotated[int | None, typer.Option(min=1, help=(
         "Train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU, one GPU "
         "per process on CUDA). Same as: torchrun --standalone --nproc-per-node N -m auxcli run ..."))] = None,
+    executor: Annotated[Executor, typer.Option(
+        help="Where runs train: local (this machine), or slurm (one Slurm job per spec and seed, submitted "
+        "with submitit; transfers wait for their sources).")] = Executor.local,
+    launcher: Annotated[Path | None, typer.Option(
+        help="With --executor slurm: a YAML file of Slurm resources (hydra-submitit-launcher's keys: "
+        "partition, account, qos, gpus_per_node, tasks_per_node, cpus_per_task, mem_gb, timeout_min, "
+        "constraint, additional_parameters, ...).")] = None,
+    slurm: Annotated[list[str] | None, typer.Option(
+        "--slurm", help="With --executor slurm: one launcher key=value, e.g. --slurm partition=gpu "
+        "(after --launcher's).")] = None,
 ) -> None:
     """Train every seed of each spec; several specs run in dependency order (transfers after sources).
 
@@ -263,14 +283,34 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
         if any(p.refused for p in plans):  # `auxcli run` would refuse: say so in the exit code too
             raise typer.Exit(2)
         return
+    if executor == Executor.slurm:
+        from auxcli.launch.cluster import describe, submit_suite
+        from auxcli.launch.settings import load_settings
+
+        if concurrent > 1:
+            from auxcli.errors import LaunchError
+
+            raise LaunchError("--concurrent K starts local processes; --executor slurm already runs one Slurm job "
+                              "per spec and seed, as many at once as the cluster allows. Drop --concurrent.")
+        handles, skipped = submit_suite(files, overrides, seed=seed, settings=load_settings(launcher, slurm or []),
+                                        nproc=nproc, resume=resume, force=force)
+        typer.echo(describe(handles, skipped))
+        return
+    if launcher is not None or slurm:
+        from auxcli.errors import LaunchError
+
+        raise LaunchError("--launcher and --slurm set the resources of Slurm jobs; add --executor slurm, or drop "
+                          "them to train on this machine.")
     if concurrent > 1:  # each process captures its own provenance, as `auxcli run FILE --seed S` would
         if nproc is not None:
             raise typer.BadParameter("--concurrent runs one process per run; it cannot be combined with --nproc")
-        from auxcli.concurrent import jobs_for, run_concurrently
+        from auxcli.launch.executors import LocalProcesses
+        from auxcli.launch.jobs import plan_jobs
 
         # each child gets its run's overrides (--params' and a sweep point's included) as --set
-        child = [*(["--resume"] if resume else []), *(["--force"] if force else [])]
-        raise typer.Exit(run_concurrently(jobs_for(files, overrides, seed), concurrent=concurrent, child_options=child))
+        local = LocalProcesses(concurrent)
+        local.submit(plan_jobs(files, overrides, seed), resume=resume, force=force)
+        raise typer.Exit(local.exit_code)
     if nproc is not None:  # check the specs here, then start the same command under torchrun
         from auxcli.train.launch import launch, run_arguments
 
@@ -293,6 +333,22 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
         for spec in specs:
             run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
                      provenance=provenance[spec.name])
+
+
+@app.command()
+def cancel(
+    paths: SpecPaths,
+    set_: SetOption = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=2**32 - 1, help="Only this seed's job.")] = None,
+    params: ParamsOption = None,
+) -> None:
+    """Cancel the queued Slurm jobs (pending or running) of these specs' runs (`auxcli run --executor slurm`)."""
+    from auxcli.launch.cluster import cancel_suite
+
+    cancelled = cancel_suite(_spec_files(paths), _overrides(params, set_), seed)
+    for job, job_id in cancelled:
+        typer.echo(f"{job.label}: cancelled Slurm job {job_id}")
+    typer.echo(f"{len(cancelled)} job{'s' * (len(cancelled) != 1)} cancelled")
 
 
 # ---------------------------------------------------------------------------------------------- models

@@ -71,13 +71,14 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return f"sqlite:///{store_root() / DEFAULT_DB}"
 
 
-def default_artifact_location(experiment: str) -> str | None:
-    """Artifacts beside the embedded store (None: let a remote server decide)."""
+def default_artifact_location(experiment: str, uri: str | None = None) -> str | None:
+    """Artifacts beside the embedded store (None: let a remote server decide, e.g. a tracking server's
+    proxied `--artifacts-destination`, whether it was named by MLFLOW_TRACKING_URI or tracking.uri)."""
     import re
 
     from auxcli.spec import NAME_PATTERN
 
-    if os.environ.get("MLFLOW_TRACKING_URI"):
+    if os.environ.get("MLFLOW_TRACKING_URI") or (uri and not uri.startswith(("sqlite:", "file:"))):
         return None
     if not re.fullmatch(NAME_PATTERN, experiment):  # a name, never a path out of mlartifacts/
         raise TrackingError(f"experiment name {experiment!r} cannot name a folder; allowed: 1-100 letters, "
@@ -127,7 +128,7 @@ def check_tracking_uri(uri: str) -> None:
     if base in _DEFAULT_DRIVER:
         import importlib.util
 
-        driver = driver or _DEFAULT_DRIVER[base]
+        driver = driver or _default_driver(base)
         module = _DRIVER_MODULE.get(driver, driver)
         try:
             found = importlib.util.find_spec(module) is not None
@@ -140,6 +141,16 @@ def check_tracking_uri(uri: str) -> None:
     path = sqlite_path(uri)
     if path is not None:
         _check_sqlite_file(uri, path)
+
+
+def _default_driver(dialect: str) -> str:
+    """The driver SQLAlchemy picks for `dialect://` (SQLAlchemy 2.1 picks psycopg 3 for postgresql)."""
+    try:
+        from sqlalchemy.engine.url import make_url
+
+        return make_url(f"{dialect}://").get_dialect().driver
+    except Exception:  # an SQLAlchemy that cannot say: the long-standing defaults
+        return _DEFAULT_DRIVER[dialect]
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -206,7 +217,8 @@ def get_or_create_experiment(client: Any, name: str) -> str:
         if found is not None:
             return found.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=default_artifact_location(name))
+            uri = getattr(getattr(client, "_tracking_client", None), "tracking_uri", None)
+            return client.create_experiment(name, artifact_location=default_artifact_location(name, uri))
         except Exception:
             found = client.get_experiment_by_name(name)  # created by a concurrent run in between
             if found is None:

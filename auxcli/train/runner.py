@@ -36,6 +36,7 @@ from auxcli.data.load import load_data
 from auxcli.data.stats import channel_stats
 from auxcli.data.types import ImageData, Split
 from auxcli.errors import AuxcliError, CheckpointError, Problem, SpecError, TrainingDiverged
+from auxcli.launch.tags import launch_tags
 from auxcli.models.batchnorm import ghost_parts, use_ghost_batch_norm, use_sync_batch_norm
 from auxcli.models.network import Network
 from auxcli.models.registry import create_backbone
@@ -111,7 +112,7 @@ def run_seed(spec: Spec, seed: int, *, resume: bool = False, force: bool = False
                     else NoRecorder())
         stop = stop_after_epoch if stop_after_epoch is not None and stop_after_epoch < spec.train.epochs else None
         tags = {**training.transfer_tags, **({"auxcli.stopped_after_epoch": str(stop)} if stop else {}),
-                **({"auxcli.world_size": str(ranks.world_size)} if ranks.distributed else {})}
+                **({"auxcli.world_size": str(ranks.world_size)} if ranks.distributed else {}), **launch_tags()}
         summary = _train_and_finish(training, recorder, start, tags=tags, clear_folder=force, provenance=provenance,
                                     stop_after_epoch=stop)
         return RunOutcome(spec.name, seed, "stopped" if stop else "finished", folder, summary, recorder.run_id)
