@@ -67,7 +67,7 @@ def runs_tagged(project: Path, experiment: str, tag: str):
 
 
 @pytest.mark.parametrize("command, pause, experiment, tag", [
-    (["analyze", "runs/k/seed-0", "--out", "an"], "analysis-run-open", "auxcli", "auxcli.analysis"),
+    (["analyze", "runs/k/seed-0", "--out", "an"], "analysis-run-open", "auxcli-analysis", "auxcli.analysis"),
     (["report", "--plots", "--out", "rep"], "report-run-open", "auxcli-reports", "auxcli.report"),
 ], ids=["analyze", "report-plots"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
@@ -87,11 +87,11 @@ def test_a_sigkilled_analysis_run_is_marked_killed_by_the_next_one(project):
     proc = start(project, "analysis-run-open", "analyze", "runs/k/seed-0", "--out", "an2")
     proc.kill()
     proc.wait(60)
-    orphan = [r for r in runs_tagged(project, "auxcli", "auxcli.analysis") if r.info.status == "RUNNING"]
+    orphan = [r for r in runs_tagged(project, "auxcli-analysis", "auxcli.analysis") if r.info.status == "RUNNING"]
     assert len(orphan) == 1
     done = subprocess.run([sys.executable, "-m", "auxcli", "analyze", "runs/k/seed-0", "--out", "an3"], cwd=project,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    statuses = {r.info.run_id: r.info.status for r in runs_tagged(project, "auxcli", "auxcli.analysis")}
+    statuses = {r.info.run_id: r.info.status for r in runs_tagged(project, "auxcli-analysis", "auxcli.analysis")}
     assert statuses[orphan[0].info.run_id] == "KILLED" and "RUNNING" not in statuses.values()
