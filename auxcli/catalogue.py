@@ -55,10 +55,8 @@ def has_result(folder: RunFolder) -> bool:
 
 
 def holds_other_settings(spec: Spec, folder: RunFolder) -> bool:
-    """True when the folder holds something worth keeping of another identity than `spec`'s.
-
-    A folder whose resolved spec cannot be read as a spec at all also counts, unless its text is the
-    spec's own (nothing to compare then, nothing lost)."""
+    """True when the folder holds something worth keeping (metrics, last.pt or the marker) of another
+    identity than `spec`'s; a resolved spec that no longer validates counts as another identity."""
     text = recorded_text(folder)
     if not has_result(folder) or text is None:
         return False
