@@ -383,24 +383,39 @@ class RunTracker:
         """The parent run of a spec (same name and result identity, tag `auxcli.result_id`: a spec with
         more seeds shares it), created on first use with `description`;
         returns its id. It stays RUNNING while seeds run and holds their aggregates (`update_parent`)."""
-        def parents() -> list:
-            return self.client.search_runs(
-                [self.experiment_id], order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
-                filter_string=f"tags.`{PARENT_TAG}` = 'true' and tags.`auxcli.spec_name` = '{spec_name}' "
-                              f"and tags.`auxcli.result_id` = '{result_id}'")
-
-        found = parents()
+        found = self.spec_parents(spec_name, result_id)
         if found:
-            return found[0].info.run_id
+            return found[0]
         run = self.client.create_run(self.experiment_id, run_name=spec_name, tags={
             **tags, PARENT_TAG: "true", "auxcli.spec_name": spec_name, "auxcli.result_id": result_id,
             **({"mlflow.note.content": description} if description else {})})
-        first = parents()[0].info.run_id  # seeds started at once (run --concurrent) agree on the oldest
+        # seeds started at once (run --concurrent, Slurm) agree on the oldest they see
+        first = self.spec_parents(spec_name, result_id)[0]
         if first != run.info.run_id:
             self.client.delete_run(run.info.run_id)
             return first
         self.log_params(params, run.info.run_id)
         return run.info.run_id
+
+    def spec_parents(self, spec_name: str, result_id: str) -> list[str]:
+        """The ids of the spec's live parent runs, oldest first (more than one only while seeds that
+        started at once settle on one)."""
+        runs = self.client.search_runs(
+            [self.experiment_id], order_by=["attributes.start_time ASC", "attributes.run_id ASC"],
+            filter_string=f"tags.`{PARENT_TAG}` = 'true' and tags.`auxcli.spec_name` = '{spec_name}' "
+                          f"and tags.`auxcli.result_id` = '{result_id}'")
+        return [run.info.run_id for run in runs]
+
+    def is_live(self, run_id: str) -> bool:
+        """Whether `run_id` exists and is not deleted (a deleted run refuses every write)."""
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except Exception:  # MLflow raises RestException / MlflowException for an unknown id
+            return False
+
+    def move_under(self, run_id: str, parent_run_id: str) -> None:
+        """Nest `run_id` under `parent_run_id` (the UI's tree and `update_parent` follow this tag)."""
+        self.client.set_tag(run_id, "mlflow.parentRunId", parent_run_id)
 
     def update_parent(self, parent_run_id: str, seeds: list[int]) -> dict[str, float]:
         """Mean and sample std over the finished seeds (latest run per seed) of every summary metric;

@@ -196,6 +196,39 @@ def test_one_parent_per_spec_holds_the_mean_and_sample_std_of_its_seeds(store):
     assert not [k for k in one.data.metrics if k.endswith("_std")]  # undefined for n = 1, never 0
 
 
+def test_a_seed_whose_parent_was_deleted_as_a_duplicate_ends_under_the_live_parent(workdir, monkeypatch):
+    """Seeds started at once each create a parent and keep the oldest they see; on a server a seed can see
+    its own as the oldest before an older one appears, whose creator then deletes it. Simulated: while
+    seed 0 trains, an older parent appears and seed 0's is deleted. The seed still ends FINISHED, nested
+    under the live parent, which holds its aggregate."""
+    from auxcli.tracking import RunTracker
+
+    (workdir / "tiny.yaml").write_text(SPEC.format(name="tiny").replace("seeds: [0, 1]", "seeds: [0]"))
+    original_end = RunTracker.end
+    survivors = []
+
+    def end_after_losing_the_race(self, status):
+        if self.run_id is None or survivors:  # once, for the seed's run
+            return original_end(self, status)
+        doomed = self.client.get_run(self.run_id).data.tags["mlflow.parentRunId"]
+        tags = self.client.get_run(doomed).data.tags
+        older = self.client.create_run(self.experiment_id, run_name="tiny", start_time=0, tags={
+            k: tags[k] for k in ("auxcli.parent", "auxcli.spec_name", "auxcli.result_id")})
+        survivors.append(older.info.run_id)
+        self.client.delete_run(doomed)
+        return original_end(self, status)
+
+    monkeypatch.setattr(RunTracker, "end", end_after_losing_the_race)
+    result = invoke("run", "tiny.yaml")
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    (seed,) = runs(client, **{"auxcli.seed": "0"})
+    (parent,) = runs(client, **{"auxcli.parent": "true"})  # the deleted one is not found
+    assert parent.info.run_id == survivors[0] == seed.data.tags["mlflow.parentRunId"]
+    assert seed.info.status == "FINISHED" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["final_test_acc"] == seed.data.metrics["final_test_acc"]
+
+
 def test_report_counts_only_the_seed_runs(store, monkeypatch):
     root, _, _ = store
     monkeypatch.chdir(root)

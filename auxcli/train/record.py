@@ -105,9 +105,7 @@ class RunRecorder:
         git, command, sha = git_state(), command_line(), self.spec_sha256
         standard = source_tags(git, command)
         params = flatten(spec.to_plain())
-        self.parent_run_id = tracker.spec_parent(
-            spec.name, self.result_id, {**standard, **git.as_tags(), "auxcli.spec_sha256": sha}, params,
-            description=parent_description(spec, command=command, spec_text=dump_spec(spec)))
+        self.parent_run_id = self._open_parent(git, command)
         all_tags = {"auxcli.spec_name": spec.name, "auxcli.seed": str(self.seed),
                     "auxcli.spec_sha256": sha, IDENTITY_TAG: self.result_id, RUN_FOLDER_TAG: self._folder_tag(),
                     **git.as_tags(), **standard,
@@ -180,6 +178,28 @@ class RunRecorder:
         return self.run_id
 
     # ------------------------------------------------------------------------------------------ helpers
+
+    def _open_parent(self, git=None, command: str | None = None) -> str:
+        """The spec's parent run: found, or created with the spec's tags, params and description."""
+        assert self.tracker is not None
+        spec, sha = self.spec, self.spec_sha256
+        git, command = git or git_state(), command or command_line()
+        return self.tracker.spec_parent(
+            spec.name, self.result_id, {**source_tags(git, command), **git.as_tags(), "auxcli.spec_sha256": sha},
+            flatten(spec.to_plain()), description=parent_description(spec, command=command, spec_text=dump_spec(spec)))
+
+    def _live_parent(self) -> str:
+        """The parent run to aggregate into. Seeds started at once may each create a parent; all but the
+        oldest visible one are deleted, and a slow store can make a seed see its own as the oldest before
+        an older one appears. A seed whose parent was deleted (by that, or in the UI) moves under the
+        spec's live parent, creating one if none is left."""
+        assert self.tracker is not None and self.parent_run_id is not None and self.run_id is not None
+        if self.tracker.is_live(self.parent_run_id):
+            return self.parent_run_id
+        live = self.tracker.spec_parents(self.spec.name, self.result_id)
+        parent = live[0] if live else self._open_parent()
+        self.tracker.move_under(self.run_id, parent)
+        return parent
 
     def _resume(self, run_id: str) -> bool:
         """Continue `run_id` if the store has it and it belongs to this resolved spec."""
@@ -255,6 +275,7 @@ class RunRecorder:
             return
         self.tracker.end(status)
         if self.parent_run_id is not None:
+            self.parent_run_id = self._live_parent()
             if status == "FINISHED":
                 self.tracker.update_parent(self.parent_run_id, self.spec.seeds)
             else:  # the spec is not complete: the parent says why
