@@ -208,6 +208,12 @@ def test_four_processes_logging_to_the_server_lose_nothing(mlflow_server, tmp_pa
             steps = [m.step for m in client.get_metric_history(run.info.run_id, metric)]
             assert sorted(steps) == list(range(1, epochs + 1)), (run.info.run_name, metric, steps)
         assert client.list_artifacts(run.info.run_id)  # artifacts went through the server's proxy
+    # the four seeds started at once agree on one parent run (duplicates deleted), which holds them all
+    parents = client.search_runs([runs[0].info.experiment_id],
+                                 filter_string="tags.`auxcli.parent` = 'true' and tags.`auxcli.spec_name` = 'four'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", parents
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
+    assert parents[0].data.metrics["seeds_finished"] == 4
 
     # other commands read the server alone: a bundle of the runs, and an analysis of two runs by MLflow id
     # with the run folders gone (their final weights come back through the server's artifact proxy)
