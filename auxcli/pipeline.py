@@ -265,23 +265,43 @@ def dvc_yaml(specs: list[tuple[Path, Spec]], *, params_file: str = "params.yaml"
 
 def pipeline_params_file() -> Path | None:
     """The params file this workspace's `dvc.yaml` runs its stages with (`--params <file>` in a stage
-    command), when both exist; None outside such a project."""
+    command), when both exist; None outside such a project or when dvc.yaml cannot be read."""
+    from auxcli.errors import AuxcliError
     from auxcli.project import workspace_root
+    from auxcli.safeyaml import read_yaml_file
 
     root = workspace_root() or Path.cwd()
     dvc_file = root / "dvc.yaml"
     if not dvc_file.is_file():
         return None
-    try:
-        text = dvc_file.read_text(encoding="utf-8", errors="replace")[:1 << 20]
-    except OSError:
+    try:  # a broken dvc.yaml is DVC's to report: this only looks for a hint
+        stages = read_yaml_file(dvc_file, "DVC pipeline", "a dvc.yaml file").get("stages") or {}
+    except (AuxcliError, AttributeError):
         return None
-    import re
-
-    for name in dict.fromkeys(re.findall(r"--params[ =]([\w./-]+)", text)):
+    for name in dict.fromkeys(_params_arguments(stages)):
         if (root / name).is_file():
             return root / name
     return None
+
+
+def _params_arguments(stages: object) -> list[str]:
+    """The values of `--params FILE` / `--params=FILE` in the stages' commands (a string or a list each)."""
+    import shlex
+
+    found = []
+    for stage in stages.values() if isinstance(stages, dict) else []:
+        commands = stage.get("cmd") if isinstance(stage, dict) else None
+        for command in [commands] if isinstance(commands, str) else commands or []:
+            try:
+                words = shlex.split(str(command))
+            except ValueError:  # an unclosed quote: DVC will say so when it runs the stage
+                continue
+            for word, following in zip(words, [*words[1:], ""]):
+                if word == "--params" and following:
+                    found.append(following)
+                elif word.startswith("--params="):
+                    found.append(word.removeprefix("--params="))
+    return found
 
 
 def unused_params_note(files: list[Path], overrides: list[str], params_given: bool) -> str | None:

@@ -215,3 +215,20 @@ def test_plan_and_dry_run_agree_with_params_in_every_state(workdir, tiny_spec):
     without = invoke("plan", path)
     assert "note: dvc.yaml runs these specs with --params params.yaml" in without.output
     assert "train.lr: 0.1 -> 0.05" in without.output and "0:stale" in without.output
+
+
+def test_the_pipelines_params_file_is_read_from_its_stage_commands(workdir):
+    from auxcli.pipeline import _params_arguments, pipeline_params_file
+
+    stages = {"a": {"cmd": "auxcli run a.yaml --params=p1.yaml"},
+              "b": {"cmd": ["auxcli data synth", "auxcli run 'b c.yaml' --params p2.yaml"]},
+              "c": {"cmd": "echo '--params not-a-file.yaml'"},  # quoted: one word, not the flag
+              "d": {"cmd": "auxcli run d.yaml --params"}, "e": "not a stage", "f": {"cmd": "unclosed 'quote"}}
+    assert _params_arguments(stages) == ["p1.yaml", "p2.yaml"]
+    assert pipeline_params_file() is None  # no dvc.yaml
+    (workdir / "dvc.yaml").write_text("stages:\n  s:\n    cmd: auxcli run s.yaml --params p2.yaml\n")
+    assert pipeline_params_file() is None  # named, but not there
+    (workdir / "p2.yaml").write_text("train: {lr: 0.1}\n")
+    assert pipeline_params_file() == workdir / "p2.yaml"
+    (workdir / "dvc.yaml").write_text("stages: [\n")  # DVC reports a broken dvc.yaml; this is only a hint
+    assert pipeline_params_file() is None
