@@ -171,3 +171,13 @@ def test_a_preempted_job_requeues_the_same_command_and_pickles_without_its_proce
     assert run._process.poll() is not None
     assert (again.function.run_args, again.function.nproc) == (run.run_args, 2)
     assert "_process" not in pickle.loads(pickle.dumps(run)).__dict__
+
+
+def test_more_than_one_task_per_node_is_refused(tiny_spec, monkeypatch, workdir):
+    """Each task would run the job's whole `auxcli run` (torchrun with --nproc): the same run twice at once."""
+    monkeypatch.setenv("PATH", f"{fake_slurm(workdir)}{os.pathsep}{os.environ['PATH']}")
+    result = invoke("run", str(tiny_spec("tasks")), "--executor", "slurm", "--nproc", "2",
+                    "--slurm", "tasks_per_node=2")
+    assert result.exit_code == 2, result.output
+    assert "tasks_per_node 2" in result.output and "--nproc N" in result.output
+    assert not (workdir / "runs").exists()

@@ -125,9 +125,11 @@ class SlurmExecutor:
 
     def check(self, jobs: Sequence[RunJob]) -> None:
         """Refuse, before anything is submitted, what cannot work on a cluster (`auxcli.launch.checks`)."""
-        from auxcli.launch.checks import check_partition, check_sbatch, check_shared_folders, check_tracking
+        from auxcli.launch.checks import (check_one_task_per_node, check_partition, check_sbatch,
+                                          check_shared_folders, check_tracking)
 
         check_sbatch()
+        check_one_task_per_node(self.settings.tasks_per_node)
         specs = list({job.spec.name: job.spec for job in jobs}.values())
         check_tracking(specs)
         check_shared_folders(specs, self.log_folder, shared=self.settings.runs_dir_shared)
