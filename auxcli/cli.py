@@ -243,8 +243,9 @@ def run(
     concurrent: Annotated[int, typer.Option(
         min=1, help="Train up to K runs (seeds, specs or sweep points) at once on the device, one process each.")] = 1,
     nproc: Annotated[int | None, typer.Option(min=1, help=(
-        "Train with N processes on this machine (torchrun, DistributedDataParallel; gloo on CPU, one GPU "
-        "per process on CUDA). Same as: torchrun --standalone --nproc-per-node N -m auxcli run ..."))] = None,
+        "Train each run with N processes (torchrun, DistributedDataParallel; gloo on CPU, one GPU per "
+        "process on CUDA), on this machine or, with --executor slurm, inside each job. Same as, per run: "
+        "torchrun --standalone --nproc-per-node N -m auxcli run SPEC --seed S ..."))] = None,
     executor: Annotated[Executor, typer.Option(
         help="Where runs train: local (this machine), or slurm (one Slurm job per spec and seed, submitted "
         "with submitit; transfers wait for their sources).")] = Executor.local,
@@ -261,17 +262,12 @@ def run(
     `--set key=a,b` sweeps: one spec per value, named <name>-<key><value>; two swept keys make a grid. \
 A list in brackets (`--set seeds=[0,1]`) is one value.
     """
-    from auxcli.runrecord import Provenance
-    from auxcli.plan import plan_order
-    from auxcli.sweep import load_grid
-    from auxcli.tracking import check_tracking_uri, resolve_tracking_uri
-    from auxcli.train.distributed import process_group
-    from auxcli.train.runtime import check_devices
-
     files = _spec_files(paths)
     overrides = _overrides(params, set_)
     if dry_run:
         from auxcli.dryrun import dry_run as plan_seeds, format_dry_run
+        from auxcli.plan import plan_order
+        from auxcli.sweep import load_grid
 
         grid, loaded = load_grid(files, overrides)
         specs = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
@@ -283,56 +279,43 @@ A list in brackets (`--set seeds=[0,1]`) is one value.
         if any(p.refused for p in plans):  # `auxcli run` would refuse: say so in the exit code too
             raise typer.Exit(2)
         return
+    from auxcli.launch.jobs import plan_jobs
+    from auxcli.train.distributed import process_group
+
+    chosen = _executor(executor, concurrent=concurrent, nproc=nproc, launcher=launcher, slurm=slurm)
+    with process_group() as ranks:  # under torchrun (the in-process path of each worker): join the job
+        with ranks.agree():  # a bad spec is the same error on every rank, printed once
+            jobs = plan_jobs(files, overrides, seed)  # order, states, dependencies, command lines: once
+            if ranks.is_main:
+                _note_pipeline_params(files, overrides, params)
+        handles = chosen.submit(jobs, resume=resume, force=force)
+    report = chosen.report(handles)
+    if report:
+        typer.echo(report)
+    if chosen.exit_code:
+        raise typer.Exit(chosen.exit_code)
+
+
+def _executor(executor: Executor, *, concurrent: int, nproc: int | None, launcher: Path | None,
+              slurm: list[str] | None):
+    """The `auxcli.launch.executors` backend the flags of `auxcli run` ask for; contradictory flags are
+    refused before anything is loaded or started."""
+    from auxcli.errors import LaunchError
+    from auxcli.launch.executors import pick
+
     if executor == Executor.slurm:
-        from auxcli.launch.cluster import describe, submit_suite
         from auxcli.launch.settings import load_settings
 
         if concurrent > 1:
-            from auxcli.errors import LaunchError
-
             raise LaunchError("--concurrent K starts local processes; --executor slurm already runs one Slurm job "
                               "per spec and seed, as many at once as the cluster allows. Drop --concurrent.")
-        handles, skipped = submit_suite(files, overrides, seed=seed, settings=load_settings(launcher, slurm or []),
-                                        nproc=nproc, resume=resume, force=force)
-        typer.echo(describe(handles, skipped))
-        return
+        return pick(nproc=nproc, slurm=load_settings(launcher, slurm or []))
     if launcher is not None or slurm:
-        from auxcli.errors import LaunchError
-
         raise LaunchError("--launcher and --slurm set the resources of Slurm jobs; add --executor slurm, or drop "
                           "them to train on this machine.")
-    if concurrent > 1:  # each process captures its own provenance, as `auxcli run FILE --seed S` would
-        if nproc is not None:
-            raise typer.BadParameter("--concurrent runs one process per run; it cannot be combined with --nproc")
-        from auxcli.launch.executors import LocalProcesses
-        from auxcli.launch.jobs import plan_jobs
-
-        # each child gets its run's overrides (--params' and a sweep point's included) as --set
-        local = LocalProcesses(concurrent)
-        local.submit(plan_jobs(files, overrides, seed), resume=resume, force=force)
-        raise typer.Exit(local.exit_code)
-    if nproc is not None:  # check the specs here, then start the same command under torchrun
-        from auxcli.train.launch import launch, run_arguments
-
-        devices = [item.spec.runtime.device for item in load_grid(files, overrides)[1]]
-        args = run_arguments(paths, set_ or [], seed=seed, resume=resume, force=force, params=params)
-        raise typer.Exit(launch(nproc, args, devices))
-    with process_group() as ranks:  # under torchrun: join the job (a no-op in one process)
-        from auxcli.train.runner import run_spec
-
-        with ranks.agree():
-            _, loaded = load_grid(files, overrides)
-            if ranks.is_main:
-                _note_pipeline_params(files, overrides, params)
-            check_devices([(item.file, item.spec) for item in loaded])
-            for item in loaded:  # a bad store URI is an error before any data is generated or any epoch runs
-                check_tracking_uri(resolve_tracking_uri(item.spec.tracking.uri))
-            # Each spec's provenance holds the overrides that make it, a sweep point's own values included.
-            provenance = {item.spec.name: Provenance.capture(item.file, item.overrides) for item in loaded}
-            specs = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
-        for spec in specs:
-            run_spec(spec, seeds=[seed] if seed is not None else None, resume=resume, force=force,
-                     provenance=provenance[spec.name])
+    if concurrent > 1 and nproc is not None:
+        raise typer.BadParameter("--concurrent runs one process per run; it cannot be combined with --nproc")
+    return pick(concurrent=concurrent, nproc=nproc)
 
 
 @app.command()

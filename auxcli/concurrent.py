@@ -1,10 +1,12 @@
 """`auxcli run --concurrent K`: K independent runs at once on one device, each in its own process.
 
 Small models leave a big GPU idle; K processes share it (each its own CUDA context, MLflow run and run
-folder, exactly as `auxcli run SPEC --seed S` would make them). A run waits for every seed of the spec
-it transfers from, and is skipped if one of them failed. Shared set-up that processes would otherwise race
-on (the MLflow store's schema and experiment, a generated or downloaded data set) is done once, before
-any process starts. Each process's output comes line by line, prefixed with its run name.
+folder, exactly as `auxcli run SPEC --seed S` would make them). The runs are the plan's jobs
+(`auxcli.launch.jobs.plan_jobs`); a run waits for every seed of the spec it transfers from, and is skipped
+if one of them failed. Shared set-up that processes would otherwise race on (the MLflow store's schema and
+experiment, a generated or downloaded data set: `prepare_shared`) is done once, before any process starts,
+by `auxcli.launch.executors.LocalProcesses`. Each process's output comes line by line, prefixed with its
+run name.
 
 On the CPU, K processes that each take every core (torch's default) fight over them: two ResNet-20 runs
 on 2 cores trained 313 images/s together against 615 for one. So a CPU run whose spec leaves
@@ -21,17 +23,16 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from auxcli.launch.jobs import RunJob
 from auxcli.spec import Spec
 
 
 @dataclass
-class Job:
-    file: Path
-    spec: Spec
-    seed: int
-    overrides: list[str] = field(default_factory=list)  # all that makes the spec from the file (a sweep point's too)
+class _Child:
+    """One job's process while `run_concurrently` runs it (the job itself is the plan's `RunJob`)."""
+
+    job: RunJob
     threads: int | None = None  # OMP_NUM_THREADS for its process; None: inherited
     process: subprocess.Popen | None = None
     exit_code: int | None = None
@@ -39,20 +40,7 @@ class Job:
 
     @property
     def label(self) -> str:
-        return f"{self.spec.name}-s{self.seed}"
-
-
-def jobs_for(files: Sequence[Path], overrides: Sequence[str], seed: int | None) -> list[Job]:
-    """One job per (spec, seed) of the spec files, each point of a `--set key=a,b` sweep a spec of its own,
-    in plan order (transfers after their sources)."""
-    from auxcli.plan import plan_order
-    from auxcli.sweep import load_grid
-
-    _, loaded = load_grid(files, overrides)
-    item_of = {item.spec.name: item for item in loaded}
-    ordered = plan_order([item.spec for item in loaded], sources=[str(item.file) for item in loaded])
-    return [Job(item_of[spec.name].file, spec, s, overrides=item_of[spec.name].overrides)
-            for spec in ordered for s in ([seed] if seed is not None else spec.seeds)]
+        return self.job.label
 
 
 def prepare_shared(specs: Sequence[Spec]) -> None:
@@ -74,34 +62,36 @@ def cpu_threads_each(spec: Spec, *, processes: int, cores: int, cuda_available: 
                                cuda_available=cuda_available)
 
 
-def run_concurrently(jobs: list[Job], *, concurrent: int, child_options: list[str]) -> int:
+def run_concurrently(jobs: Sequence[RunJob], *, concurrent: int, child_options: list[str],
+                     exit_codes: dict[str, int] | None = None) -> int:
     """Run `jobs` (in plan order), at most `concurrent` at a time, each as `auxcli run FILE --seed S` with
-    its overrides and `child_options` (--resume, --force); the first failing exit code, else 0."""
+    its overrides and `child_options` (--resume, --force); a job starts once the jobs it waits for
+    (`RunJob.after`) have ended, and is skipped (exit code 1) if one of them failed. The first failing exit
+    code, else 0; `exit_codes` receives each ended or skipped job's code by label. The caller prepares
+    what the processes share first (`LocalProcesses.prepare`)."""
     import torch
 
-    prepare_shared([job.spec for job in jobs])
     processes = min(concurrent, len(jobs))
-    for job in jobs:  # torch's default in this process: the cores, or OMP_NUM_THREADS if the user set it
-        job.threads = cpu_threads_each(job.spec, processes=processes, cores=torch.get_num_threads(),
-                                       cuda_available=torch.cuda.is_available())
+    # torch's default in this process: the cores, or OMP_NUM_THREADS if the user set it
+    children = [_Child(job, cpu_threads_each(job.spec, processes=processes, cores=torch.get_num_threads(),
+                                             cuda_available=torch.cuda.is_available())) for job in jobs]
+    by_label = {child.label: child for child in children}
     lock = threading.Lock()
-    waiting, running, failed_specs = list(jobs), [], set()
-    names = {job.spec.name for job in jobs}
+    waiting, running = list(children), []
     exit_code = 0
 
-    def blocked(job: Job) -> bool:
-        source = job.spec.transfer.from_ if job.spec.transfer else None
-        return source in names and any(j.spec.name == source and j.exit_code is None for j in jobs)
+    def waits_for(child: _Child) -> list[_Child]:
+        return [by_label[label] for label in child.job.after if label in by_label]
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         while waiting or running:
-            for job in [j for j in waiting if j.spec.transfer and j.spec.transfer.from_ in failed_specs]:
-                waiting.remove(job)
-                job.exit_code = 1
-                failed_specs.add(job.spec.name)
-                _say(lock, job.label, f"skipped: {job.spec.transfer.from_} failed")
-            while len(running) < concurrent and (ready := next((j for j in waiting if not blocked(j)), None)):
+            for child in [c for c in waiting if any(source.exit_code for source in waits_for(c))]:
+                waiting.remove(child)
+                child.exit_code = 1
+                _say(lock, child.label, f"skipped: {child.job.spec.transfer.from_} failed")
+            while len(running) < concurrent and (ready := next(
+                    (c for c in waiting if all(s.exit_code is not None for s in waits_for(c))), None)):
                 waiting.remove(ready)
                 _start(ready, child_options, lock)
                 running.append(ready)
@@ -110,7 +100,6 @@ def run_concurrently(jobs: list[Job], *, concurrent: int, child_options: list[st
             done = _wait_any(running)
             running.remove(done)
             if done.exit_code:
-                failed_specs.add(done.spec.name)
                 exit_code = exit_code or done.exit_code
                 _say(lock, done.label, f"failed (exit code {done.exit_code})")
     except KeyboardInterrupt:
@@ -121,6 +110,8 @@ def run_concurrently(jobs: list[Job], *, concurrent: int, child_options: list[st
         return 128 + signal.SIGTERM
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if exit_codes is not None:
+            exit_codes.update({c.label: c.exit_code for c in children if c.exit_code is not None})
     return exit_code
 
 
@@ -132,56 +123,56 @@ def _raise_terminated(signum, frame):
     raise _Terminated()
 
 
-def _stop(running: list[Job], signum: int, grace_seconds: float = 10.0) -> None:
+def _stop(running: list[_Child], signum: int, grace_seconds: float = 10.0) -> None:
     """Let each run stop as `auxcli run` does on Ctrl-C or SIGTERM (MLflow run KILLED, last.pt kept): a
     Ctrl-C at the terminal reached the processes already, so wait a little before passing `signum` on."""
-    for job in running:
+    for child in running:
         if grace_seconds:
             try:
-                job.process.wait(timeout=grace_seconds)
+                child.process.wait(timeout=grace_seconds)
             except subprocess.TimeoutExpired:
                 pass
-        if job.process.poll() is None:
-            job.process.send_signal(signum)
-    for job in running:
-        job.process.wait()
-        job.reader.join()
+        if child.process.poll() is None:
+            child.process.send_signal(signum)
+    for child in running:
+        child.process.wait()
+        child.reader.join()
 
 
-def child_command(job: Job, child_options: list[str]) -> list[str]:
-    """`auxcli run FILE --seed S` with the job's overrides and `child_options`, saying as much as this process
-    (-q/-v: a child's own command line would otherwise reset the inherited AUXCLI_VERBOSITY to normal)."""
+def child_command(job: RunJob, child_options: list[str]) -> list[str]:
+    """`auxcli run FILE --seed S` with the job's overrides (`RunJob.run_arguments`) and `child_options`,
+    saying as much as this process (-q/-v: a child's own command line would otherwise reset the inherited
+    AUXCLI_VERBOSITY to normal)."""
     from auxcli.console import verbosity_flags
 
-    return [sys.executable, "-m", "auxcli", *verbosity_flags(), "run", str(job.file), "--seed", str(job.seed),
-            *[arg for override in job.overrides for arg in ("--set", override)], *child_options]
+    return [sys.executable, "-m", "auxcli", *verbosity_flags(), "run", *job.run_arguments(), *child_options]
 
 
-def _start(job: Job, child_options: list[str], lock: threading.Lock) -> None:
-    command = child_command(job, child_options)
-    env = {**os.environ, **({"OMP_NUM_THREADS": str(job.threads)} if job.threads else {})}
-    job.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                   env=env)
+def _start(child: _Child, child_options: list[str], lock: threading.Lock) -> None:
+    command = child_command(child.job, child_options)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(child.threads)} if child.threads else {})}
+    child.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     bufsize=1, env=env)
 
     def forward() -> None:
-        for line in job.process.stdout:
-            _say(lock, job.label, line.rstrip("\n"))
+        for line in child.process.stdout:
+            _say(lock, child.label, line.rstrip("\n"))
 
-    job.reader = threading.Thread(target=forward, daemon=True)
-    job.reader.start()
+    child.reader = threading.Thread(target=forward, daemon=True)
+    child.reader.start()
 
 
-def _wait_any(running: list[Job]) -> Job:
+def _wait_any(running: list[_Child]) -> _Child:
     """The first of `running` to exit (polled: Popen has no wait-for-any)."""
     import time
 
     while True:
-        for job in running:
-            code = job.process.poll()
+        for child in running:
+            code = child.process.poll()
             if code is not None:
-                job.reader.join()
-                job.exit_code = code
-                return job
+                child.reader.join()
+                child.exit_code = code
+                return child
         time.sleep(0.1)
 
 

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from auxcli.cli import app
-from auxcli.concurrent import jobs_for
+from auxcli.launch.jobs import plan_jobs
 
 # Real subprocesses under torchrun/gloo: about one run in seven here, a gloo process aborts at exit or
 # on reconnect ("terminate called without an active exception", SIGABRT inside torch), and a SIGTERM
@@ -70,20 +70,20 @@ def test_concurrent_jobs_put_transfers_after_their_sources(workdir, tiny_spec):
     probe = tiny_spec("probe", "transfer: {from: base, mode: linear}\n")
     base = tiny_spec("base")
     base.write_text(base.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
-    jobs = jobs_for([probe, base], [], None)
+    jobs = plan_jobs([probe, base], [], None)
     assert [(j.spec.name, j.seed, j.file.name) for j in jobs] == [
         ("base", 0, "base.yaml"), ("base", 1, "base.yaml"), ("probe", 0, "probe.yaml")]
-    assert [j.seed for j in jobs_for([base], [], 1)] == [1]
+    assert [j.seed for j in plan_jobs([base], [], 1)] == [1]
 
 
 def test_concurrent_jobs_of_a_sweep_carry_each_points_overrides(workdir, tiny_spec):
     probe = tiny_spec("probe", "transfer: {from: base, mode: linear}\n")
     base = tiny_spec("base")
-    jobs = jobs_for([probe, base], ["train.epochs=3", "train.lr=0.1,0.05"], None)
+    jobs = plan_jobs([probe, base], ["train.epochs=3", "train.lr=0.1,0.05"], None)
     assert [job.spec.name for job in jobs] == ["base-lr0.1", "probe-lr0.1", "base-lr0.05", "probe-lr0.05"]
     by_name = {job.spec.name: job for job in jobs}
     # a child re-makes exactly its point from the file: fixed overrides, the point's value, its name and source
-    assert by_name["base-lr0.05"].overrides == ["train.epochs=3", "train.lr=0.05", "name=base-lr0.05"]
+    assert by_name["base-lr0.05"].overrides == ("train.epochs=3", "train.lr=0.05", "name=base-lr0.05")
     assert by_name["probe-lr0.05"].overrides[-1] == "transfer.from=base-lr0.05"
     assert by_name["probe-lr0.05"].spec.transfer.from_ == "base-lr0.05"
 

@@ -171,3 +171,33 @@ def test_a_preempted_job_requeues_the_same_command_and_pickles_without_its_proce
     assert run._process.poll() is not None
     assert (again.function.run_args, again.function.nproc) == (run.run_args, 2)
     assert "_process" not in pickle.loads(pickle.dumps(run)).__dict__
+
+
+def test_more_than_one_task_per_node_is_refused(tiny_spec, monkeypatch, workdir):
+    """Each task would run the job's whole `auxcli run` (torchrun with --nproc): the same run twice at once."""
+    monkeypatch.setenv("PATH", f"{fake_slurm(workdir)}{os.pathsep}{os.environ['PATH']}")
+    result = invoke("run", str(tiny_spec("tasks")), "--executor", "slurm", "--nproc", "2",
+                    "--slurm", "tasks_per_node=2")
+    assert result.exit_code == 2, result.output
+    assert "tasks_per_node 2" in result.output and "--nproc N" in result.output
+    assert not (workdir / "runs").exists()
+
+
+def test_nproc_runs_each_job_of_the_plan_under_torchrun_and_stops_at_the_first_failure(tiny_spec, workdir,
+                                                                                        monkeypatch):
+    """`--nproc N` (the Torchrun executor): one torchrun per job, over the plan's own command line."""
+    from auxcli.train import launch
+
+    started = []
+
+    def fake_launch(nproc, run_args):
+        started.append((nproc, list(run_args)))
+        return 2 if len(started) == 2 else 0  # the second job fails as bad input would
+
+    monkeypatch.setattr(launch, "launch", fake_launch)
+    source = tiny_spec("src")
+    source.write_text(source.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    probe = tiny_spec("probe", "transfer: {from: src, mode: linear}\n")
+    result = invoke("run", str(probe), str(source), "--nproc", "2", "--set", "train.lr=0.05", "--force")
+    assert result.exit_code == 2, result.output
+    assert started == [(2, [str(source), "--seed", str(seed), "--set", "train.lr=0.05", "--force"]) for seed in (0, 1)]

@@ -1,6 +1,7 @@
 """What `auxcli run --executor slurm` refuses before submitting anything (exit 2, one paragraph each).
 
 - no `sbatch` on the PATH;
+- more than one task per node: every task runs the job's whole `auxcli run` (torchrun with `--nproc`);
 - a partition Slurm does not know (`sinfo`);
 - the embedded SQLite store, or any file store: compute nodes cannot share one SQLite file (SQLite's
   locking does not work over network file systems), so every node must talk to one tracking server;
@@ -30,6 +31,14 @@ def check_sbatch() -> str:
                           "Run this on a Slurm login node (or load Slurm's module), or drop --executor slurm to "
                           "train on this machine.")
     return found
+
+
+def check_one_task_per_node(tasks_per_node: int) -> None:
+    if tasks_per_node != 1:
+        raise LaunchError(f"Slurm launcher tasks_per_node {tasks_per_node}: each task of a job runs the job's whole "
+                          f"`auxcli run` (with --nproc N, torchrun and its N processes), so {tasks_per_node} tasks "
+                          "would train the same run as many times at once. Keep tasks_per_node: 1 and ask for "
+                          "processes with --nproc N.")
 
 
 def partitions() -> list[str]:

@@ -5,6 +5,10 @@ whole suite in order. Each job's id, executor and log paths are written to its r
 `slurm.json`; Slurm's own state comes from `squeue` (no slurmdbd needed: `sacct` is never asked), what a
 finished job left from the run folder (`auxcli.catalogue`). Submitting again skips every job that is
 done or still queued (pending, running, requeued), and `cancel` ends a suite's queued jobs.
+
+`SlurmExecutor.submit` refuses what cannot work on a cluster first (`auxcli.launch.checks`), then prepares
+what must exist before any job starts (`prepare`), then submits. With `--nproc N` each job runs torchrun
+with N processes per node inside its allocation (`auxcli.launch.job.AuxcliRun`).
 """
 
 from __future__ import annotations
@@ -95,26 +99,58 @@ class SlurmHandle:
         return folder_state(self.job.spec, self.job.seed)
 
 
+def log_folder(settings: SlurmSettings, jobs: Sequence[RunJob]) -> Path:
+    """Job scripts and logs: the launcher's submitit_folder, else `<runs_dir>/.slurm` of the first spec."""
+    from auxcli.project import anchored
+
+    if settings.submitit_folder:
+        return Path(settings.submitit_folder).absolute()
+    runs = anchored(jobs[0].spec.runtime.runs_dir) if jobs else Path("runs")
+    return (runs / ".slurm").absolute()
+
+
 class SlurmExecutor:
     """Submit `RunJob`s to Slurm through submitit, with their dependencies."""
 
     name = "slurm"
+    exit_code = 0  # a job that fails later shows in `auxcli plan`, not here
 
-    def __init__(self, settings: SlurmSettings, log_folder: Path, *, nproc: int = 1,
+    def __init__(self, settings: SlurmSettings, log_folder: Path | None = None, *, nproc: int = 1,
                  python: str | None = None):
         self.settings = settings
-        self.log_folder = log_folder
+        self.log_folder = log_folder  # None: `log_folder(settings, jobs)` when submitting
         self.nproc = nproc
         self.python = python or settings.python or sys.executable
         self.skipped: list[RunJob] = []  # done, or holding another result (stale): not submitted
 
+    def check(self, jobs: Sequence[RunJob]) -> None:
+        """Refuse, before anything is submitted, what cannot work on a cluster (`auxcli.launch.checks`)."""
+        from auxcli.launch.checks import (check_one_task_per_node, check_partition, check_sbatch,
+                                          check_shared_folders, check_tracking)
+
+        check_sbatch()
+        check_one_task_per_node(self.settings.tasks_per_node)
+        specs = list({job.spec.name: job.spec for job in jobs}.values())
+        check_tracking(specs)
+        check_shared_folders(specs, self.log_folder, shared=self.settings.runs_dir_shared)
+        check_partition(self.settings.partition)
+
+    def prepare(self, jobs: Sequence[RunJob]) -> None:
+        """Before launching: what must exist before any job starts. Nothing yet: each job creates its store's
+        experiment and data on its node (`auxcli.launch.checks` made sure the store is a server)."""
+        # BEFORE LAUNCH (issue 22): the spec's MLflow parent run, which its seeds' jobs would each create at
+        # once, belongs here once auxcli.tracking offers the function that makes it.
+
     def submit(self, jobs: Sequence[RunJob], *, resume: bool = False, force: bool = False) -> list[SlurmHandle]:
-        """Submit every job that is neither done (unless `force`) nor queued; handles of those queued or
-        submitted now."""
+        """Check, prepare, then submit every job that is neither done (unless `force`) nor queued; handles of
+        those queued or submitted now (`skipped`: the jobs not submitted)."""
         import submitit
 
         from auxcli.launch.job import AuxcliRun
 
+        self.log_folder = self.log_folder or log_folder(self.settings, jobs)
+        self.check(jobs)
+        self.prepare(jobs)
         queued = queue()
         handles: dict[str, SlurmHandle] = {}
         executor = submitit.SlurmExecutor(folder=self.log_folder / "%j", max_num_timeout=self.settings.max_num_timeout,
@@ -134,6 +170,17 @@ class SlurmExecutor:
             handles[job.label] = SlurmHandle(job, str(submitted.job_id), submitted=True)
             self._write_record(job, submitted, waits)
         return list(handles.values())
+
+    def report(self, handles: Sequence[SlurmHandle]) -> str:
+        """One line per job: not submitted (done, stale), submitted (after which jobs) or already queued."""
+        lines = [f"{job.label}: {job.state}, not submitted" + (" (--force replaces it)" if job.state == "stale"
+                                                                  else "") for job in self.skipped]
+        lines += [f"{h.job.label}: {'submitted' if h.submitted else 'already queued'} as Slurm job {h.job_id}"
+                  + (f" (after {', '.join(h.job.after)})" if h.submitted and h.job.after else "") for h in handles]
+        new = sum(h.submitted for h in handles)
+        lines.append(f"{new} job{'s' * (new != 1)} submitted, {len(handles) - new} already queued; "
+                     "`auxcli plan` shows their state, `auxcli cancel` cancels them")
+        return "\n".join(lines)
 
     def sbatch_parameters(self, job: RunJob, waits: Sequence[str]) -> dict:
         s = self.settings

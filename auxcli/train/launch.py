@@ -1,8 +1,9 @@
-"""`auxcli run --nproc N`: start the same `auxcli run` as N torchrun processes on this machine.
+"""`auxcli run --nproc N`: each run of the plan as N torchrun processes on this machine.
 
-The shortcut runs PyTorch's own launcher with its standalone rendezvous, exactly as a user would:
+The shortcut runs PyTorch's own launcher with its standalone rendezvous over one job's command line
+(`auxcli.launch.executors.Torchrun`), exactly as a user would:
 
-    python -m torch.distributed.run --standalone --nproc-per-node N -m auxcli run SPEC... [--set ...]
+    python -m torch.distributed.run --standalone --nproc-per-node N -m auxcli run SPEC --seed S [--set ...]
 
 through this module's `__main__`, which calls torchrun's `run` and, when workers fail, exits with the
 first failed worker's exit code (2 for bad input, 1 for a runtime failure, 128+signal when killed)
@@ -16,27 +17,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from auxcli.errors import LaunchError
 
 
 def torchrun_command(nproc: int, run_args: Sequence[str]) -> list[str]:
+    """torchrun over `auxcli run RUN_ARGS`, the workers saying as much as this process (-q/-v: their own
+    command line would otherwise reset the inherited AUXCLI_VERBOSITY to normal)."""
+    from auxcli.console import verbosity_flags
+
     return [sys.executable, "-m", "auxcli.train.launch", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "auxcli", "run", *run_args]
-
-
-def run_arguments(paths: Sequence[Path], overrides: Sequence[str], *, seed: int | None, resume: bool, force: bool,
-                  params: Path | None) -> list[str]:
-    """The arguments of `auxcli run` again, without `--nproc`, for the workers."""
-    args = [str(p) for p in paths]
-    for override in overrides:
-        args += ["--set", override]
-    if seed is not None:
-        args += ["--seed", str(seed)]
-    if params is not None:
-        args += ["--params", str(params)]
-    return args + ["--resume"] * resume + ["--force"] * force
+            "-m", "auxcli", *verbosity_flags(), "run", *run_args]
 
 
 def check_gpus(nproc: int, devices: Sequence[str]) -> None:
@@ -54,9 +45,8 @@ def check_gpus(nproc: int, devices: Sequence[str]) -> None:
                           f"machine has {gpus}. {fewer} runtime.device: cpu (gloo).")
 
 
-def launch(nproc: int, run_args: Sequence[str], devices: Sequence[str]) -> int:
-    """Run `auxcli run RUN_ARGS` as `nproc` torchrun processes; returns the job's exit code."""
-    check_gpus(nproc, devices)
+def launch(nproc: int, run_args: Sequence[str]) -> int:
+    """Run `auxcli run RUN_ARGS` as `nproc` torchrun processes (`check_gpus` first); the job's exit code."""
     process = subprocess.Popen(torchrun_command(nproc, run_args), env={**os.environ})
     try:
         return process.wait()

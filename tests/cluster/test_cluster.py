@@ -223,3 +223,27 @@ def test_four_processes_logging_to_the_server_lose_nothing(mlflow_server, tmp_pa
     ids = [run.info.run_id for run in runs[:2]]
     auxcli("analyze", *ids, "--no-mlflow", "--out", "analysis", cwd=tmp_path, tracking=mlflow_server.url)
     assert (tmp_path / "analysis" / "probe.json").exists()
+
+
+def test_nproc_2_runs_one_job_as_two_gloo_processes(slurm, mlflow_server, tmp_path):
+    """`--executor slurm --nproc 2`: one Slurm job whose torchrun runs 2 ranks (one node; several nodes
+    and GPUs are not tested here)."""
+    (tmp_path / "pair.yaml").write_text(TINY.format(name="pair", seeds="[0]", per_class=2, epochs=2))
+    submitted = auxcli("run", "pair.yaml", *ON_ONE_NODE, "--nproc", "2", cwd=tmp_path, tracking=mlflow_server.url)
+    assert "1 job submitted" in submitted.stdout, submitted.stdout
+    (job_id,) = job_ids(tmp_path).values()
+    folder = tmp_path / "runs" / "pair" / "seed-0"
+    record = json.loads((folder / "slurm.json").read_text())
+    assert (record["nproc"], record["nodes"]) == (2, 1)
+    wait_until(lambda: not in_queue(slurm, [job_id]), timeout_s=300, what="the torchrun job leaving the queue",
+               interval_s=1)
+    log = Path(record["stdout"]).read_text()
+    assert (folder / "complete.json").exists(), log[-2000:] + Path(record["stderr"]).read_text()[-2000:]
+    assert log.count("pair-s0 epoch 2/2") == 1  # progress from rank 0 only
+    with open(folder / "history.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1", "2"]
+    client, runs = seed_runs(mlflow_server.url, "pair")
+    (run,) = runs  # the two ranks made one MLflow run
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["auxcli.world_size"] == "2"  # the process group the ranks joined
+    assert (run.data.tags["auxcli.executor"], run.data.tags["auxcli.slurm.job_id"]) == ("slurm", job_id)
