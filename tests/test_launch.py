@@ -201,3 +201,40 @@ def test_nproc_runs_each_job_of_the_plan_under_torchrun_and_stops_at_the_first_f
     result = invoke("run", str(probe), str(source), "--nproc", "2", "--set", "train.lr=0.05", "--force")
     assert result.exit_code == 2, result.output
     assert started == [(2, [str(source), "--seed", str(seed), "--set", "train.lr=0.05", "--force"]) for seed in (0, 1)]
+
+
+def test_local_processes_open_each_running_specs_parent_run_before_any_seed_starts(tiny_spec, workdir,
+                                                                                    monkeypatch):
+    """Seeds started at once would each create their spec's parent run; the executor opens it first, once,
+    for the specs with something to run (not for one whose every seed is done)."""
+    from mlflow.tracking import MlflowClient
+
+    from auxcli import concurrent
+    from auxcli.launch.executors import LocalProcesses
+    from auxcli.launch.jobs import plan_jobs
+
+    two = tiny_spec("two")
+    two.write_text(two.read_text().replace("seeds: [0]", "seeds: [0, 1]"))
+    finished = tiny_spec("finished")
+    folder = workdir / "runs" / "finished" / "seed-0"
+    folder.mkdir(parents=True)
+    from auxcli.specfile import dump_spec, load_spec
+
+    (folder / "spec.resolved.yaml").write_text(dump_spec(load_spec(finished, [])))
+    (folder / "metrics.json").write_text('{"final_test_acc": 0.5}')
+    (folder / "complete.json").write_text("{}")
+    jobs = plan_jobs([two, finished], [], None)
+    assert [job.state for job in jobs] == ["todo", "todo", "done"]
+
+    parents_at_launch = []
+
+    def launch(jobs, **_):
+        client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("auxcli").experiment_id
+        parents_at_launch.extend(client.search_runs([experiment], "tags.`auxcli.parent` = 'true'"))
+        return 0
+
+    monkeypatch.setattr(concurrent, "run_concurrently", launch)
+    LocalProcesses(concurrent=2).submit(jobs)
+    assert [run.data.tags["auxcli.spec_name"] for run in parents_at_launch] == ["two"]
+    assert parents_at_launch[0].data.params["seeds"] == "[0, 1]"

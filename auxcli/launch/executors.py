@@ -123,12 +123,12 @@ class LocalProcesses:
 
     def prepare(self, jobs: Sequence[RunJob]) -> None:
         """Before launching: what the processes would otherwise race to create (the MLflow store and
-        experiment, each data set), made once here."""
+        experiment, each data set, each spec's parent run), made once here."""
         from auxcli.concurrent import prepare_shared
+        from auxcli.parentrun import open_spec_parents
 
         prepare_shared([job.spec for job in first_job_of_each_spec(jobs)])
-        # BEFORE LAUNCH (issue 22): the spec's MLflow parent run, which concurrent seeds would each create,
-        # belongs here too once auxcli.tracking offers the function that makes it.
+        open_spec_parents([job.spec for job in jobs if job.state not in ("done", "stale")])
 
     def submit(self, jobs: Sequence[RunJob], *, resume: bool = False, force: bool = False) -> list[EndedHandle]:
         from auxcli import concurrent

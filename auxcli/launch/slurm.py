@@ -136,10 +136,12 @@ class SlurmExecutor:
         check_partition(self.settings.partition)
 
     def prepare(self, jobs: Sequence[RunJob]) -> None:
-        """Before launching: what must exist before any job starts. Nothing yet: each job creates its store's
-        experiment and data on its node (`auxcli.launch.checks` made sure the store is a server)."""
-        # BEFORE LAUNCH (issue 22): the spec's MLflow parent run, which its seeds' jobs would each create at
-        # once, belongs here once auxcli.tracking offers the function that makes it.
+        """Before launching: each spec's MLflow parent run, which its seeds' jobs would otherwise race to
+        create when they start at once. Each job creates its data on its node (`auxcli.launch.checks` made
+        sure the store is a server every node reaches)."""
+        from auxcli.parentrun import open_spec_parents
+
+        open_spec_parents([job.spec for job in jobs if job.state not in ("done", "stale")])
 
     def submit(self, jobs: Sequence[RunJob], *, resume: bool = False, force: bool = False) -> list[SlurmHandle]:
         """Check, prepare, then submit every job that is neither done (unless `force`) nor queued; handles of

@@ -27,7 +27,8 @@ from auxcli.runrecord import RECORD_DIR, write_record
 from auxcli.errors import OutputError
 from auxcli.gitinfo import git_state
 from auxcli.data.identity import DataIdentity, data_identity
-from auxcli.lineage import command_line, parent_description, run_description, source_tags
+from auxcli.lineage import command_line, run_description, source_tags
+from auxcli.parentrun import open_spec_parent
 from auxcli.runfolder import RunFolder
 from auxcli.spec import Spec
 from auxcli.specfile import dump_spec
@@ -182,11 +183,7 @@ class RunRecorder:
     def _open_parent(self, git=None, command: str | None = None) -> str:
         """The spec's parent run: found, or created with the spec's tags, params and description."""
         assert self.tracker is not None
-        spec, sha = self.spec, self.spec_sha256
-        git, command = git or git_state(), command or command_line()
-        return self.tracker.spec_parent(
-            spec.name, self.result_id, {**source_tags(git, command), **git.as_tags(), "auxcli.spec_sha256": sha},
-            flatten(spec.to_plain()), description=parent_description(spec, command=command, spec_text=dump_spec(spec)))
+        return open_spec_parent(self.tracker, self.spec, git=git, command=command)
 
     def _live_parent(self) -> str:
         """The parent run to aggregate into. Seeds started at once may each create a parent; all but the
