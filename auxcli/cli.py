@@ -521,6 +521,34 @@ def ui(
     typer.echo("stopped")
 
 
+@app.command()
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="The store to move the runs to, e.g. http://tracking-host:5000.")],
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="The store the runs are in (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db).")]
+    = None,
+    runs_dir: Annotated[list[Path] | None, typer.Option(
+        "--runs-dir", help="Folders of run folders whose records are pointed at the copies (default: runs).")]
+    = None,
+) -> None:
+    """Copy every run of an MLflow store (the embedded one by default) to another, losing nothing: params,
+    tags, whole metric histories, artifacts, logged models, dataset inputs, nesting, times and states.
+
+    Run ids change: references between runs are rewritten, each copy is tagged auxcli.migrated_from (its \
+old id), and the run folders' metrics.json and complete.json are pointed at the copies. The source store is \
+only read; running the command again copies nothing twice and finishes an interrupted migration.
+    """
+    from auxcli.console import info
+    from auxcli.migrate import migrate as migrate_runs
+    from auxcli.project import anchored
+
+    folders = [anchored(p) for p in (runs_dir or [Path("runs")])]
+    result = migrate_runs(target_uri=to, source_uri=from_, runs_dirs=folders, progress=info)
+    typer.echo(f"{result.source} -> {result.target}: {result.copied} runs copied, {result.already} copied before"
+               + (f", {result.leftovers_removed} half-made copies replaced" if result.leftovers_removed else "")
+               + f"; {len(result.folders_rewritten)} run folders pointed at the copies")
+
+
 class BenchFormat(str, Enum):
     text = "text"
     json = "json"
