@@ -503,11 +503,17 @@ def ui(
     = "auxcli",
 ) -> None:
     """Start the MLflow UI (`mlflow server`) on the runs' store and print a link to the experiment's runs;
-    Ctrl-C stops it."""
-    from auxcli.tracking import resolve_tracking_uri
-    from auxcli.ui import experiment_link, exposure_warning, serve_ui
+    Ctrl-C stops it. For a tracking server (http://...), print the link to its own UI and start nothing."""
+    from auxcli.tracking import display_uri, resolve_tracking_uri
+    from auxcli.ui import experiment_link, exposure_warning, is_server, serve_ui, server_link
 
     uri = resolve_tracking_uri(tracking_uri)
+    if is_server(uri):
+        link = server_link(uri, experiment)
+        typer.echo(f"{display_uri(uri)} is a tracking server with its own UI: nothing to start.")
+        typer.echo(f"runs of experiment {experiment!r}: {link}" if link else
+                   f"no experiment {experiment!r} there yet; open {uri}")
+        return
     warning = exposure_warning(host, port)
     if warning:
         typer.echo(warning, err=True)

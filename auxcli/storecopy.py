@@ -155,6 +155,7 @@ class _StoreCopy:
         if old in self.result.run_ids or old in self._visiting:
             return
         self._visiting.add(old)
+        run = self.source.get_run(old)  # whole: search results leave out model inputs
         for dependency in self._dependencies(run):  # parents, transfer sources, inputs: copied first, so
             self._copy(self.runs[dependency])        # the references below can name their copies
         self.progress(f"copying {run.info.run_name or old} ({old})")
