@@ -46,7 +46,7 @@ def project(tmp_path_factory, mlflow_server):
     (folder / "mig-part.yaml").write_text(spec_text("mig-part", epochs=3))
     # the partial run: paused after its first epoch's checkpoint, then stopped as Ctrl-C or Slurm would
     env = {**os.environ, "PYTHONPATH": str(REPO), "AUXCLI_TEST_PAUSE_AT": "after-checkpoint",
-           "AUXCLI_TEST_PAUSE_SECONDS": "120"}
+           "AUXCLI_TEST_PAUSE_SECONDS": "600"}  # until stopped below
     env.pop("MLFLOW_TRACKING_URI", None)
     partial = subprocess.Popen([sys.executable, "-m", "auxcli", "run", "mig-part.yaml"], cwd=folder, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
