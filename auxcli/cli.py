@@ -486,11 +486,17 @@ def ui(
     = "auxcli",
 ) -> None:
     """Start the MLflow UI (`mlflow server`) on the runs' store and print a link to the experiment's runs;
-    Ctrl-C stops it."""
-    from auxcli.tracking import resolve_tracking_uri
-    from auxcli.ui import experiment_link, exposure_warning, serve_ui
+    Ctrl-C stops it. For a tracking server (http://...), print the link to its own UI and start nothing."""
+    from auxcli.tracking import display_uri, resolve_tracking_uri
+    from auxcli.ui import experiment_link, exposure_warning, is_server, serve_ui, server_link
 
     uri = resolve_tracking_uri(tracking_uri)
+    if is_server(uri):
+        link = server_link(uri, experiment)
+        typer.echo(f"{display_uri(uri)} is a tracking server with its own UI: nothing to start.")
+        typer.echo(f"runs of experiment {experiment!r}: {link}" if link else
+                   f"no experiment {experiment!r} there yet; open {uri}")
+        return
     warning = exposure_warning(host, port)
     if warning:
         typer.echo(warning, err=True)
@@ -502,6 +508,34 @@ def ui(
 
     serve_ui(uri, host, port, on_ready=ready)
     typer.echo("stopped")
+
+
+@app.command()
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="The store to move the runs to, e.g. http://tracking-host:5000.")],
+    from_: Annotated[str | None, typer.Option(
+        "--from", help="The store the runs are in (default: MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db).")]
+    = None,
+    runs_dir: Annotated[list[Path] | None, typer.Option(
+        "--runs-dir", help="Folders of run folders whose records are pointed at the copies (default: runs).")]
+    = None,
+) -> None:
+    """Copy every run of an MLflow store (the embedded one by default) to another, losing nothing: params,
+    tags, whole metric histories, artifacts, logged models, dataset inputs, nesting, times and states.
+
+    Run ids change: references between runs are rewritten, each copy is tagged auxcli.migrated_from (its \
+old id), and the run folders' metrics.json and complete.json are pointed at the copies. The source store is \
+only read; running the command again copies nothing twice and finishes an interrupted migration.
+    """
+    from auxcli.console import info
+    from auxcli.migrate import migrate as migrate_runs
+    from auxcli.project import anchored
+
+    folders = [anchored(p) for p in (runs_dir or [Path("runs")])]
+    result = migrate_runs(target_uri=to, source_uri=from_, runs_dirs=folders, progress=info)
+    typer.echo(f"{result.source} -> {result.target}: {result.copied} runs copied, {result.already} copied before"
+               + (f", {result.leftovers_removed} half-made copies replaced" if result.leftovers_removed else "")
+               + f"; {len(result.folders_rewritten)} run folders pointed at the copies")
 
 
 class BenchFormat(str, Enum):

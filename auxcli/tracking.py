@@ -53,6 +53,9 @@ def names_a_run(ref: str) -> bool:
     return ref.startswith("runs:/") or bool(RUN_ID.match(ref))
 PARENT_TAG = "auxcli.parent"
 ANALYSIS_TAG = "auxcli.analysis"
+# `auxcli migrate` (auxcli.storecopy): a copied run names the id it had in the store it came from, so the
+# ids that checkpoints and old records hold still find it (`RunTracker.current_id`).
+MIGRATED_FROM_TAG = "auxcli.migrated_from"
 
 
 def resolve_tracking_uri(uri: str | None) -> str:
@@ -508,6 +511,20 @@ class RunTracker:
 
         self._system_metrics = SystemMetricsMonitor(self.run_id, tracking_uri=self.uri, resume_logging=True)
         self._system_metrics.start()
+
+    def current_id(self, run_id: str) -> str | None:
+        """`run_id` if this store has it, else the id of its copy made by `auxcli migrate` (tagged
+        `auxcli.migrated_from`: a partial run's `last.pt` still names the old id), else None."""
+        try:
+            self.client.get_run(run_id)
+            return run_id
+        except Exception:
+            pass
+        if not RUN_ID.match(run_id):
+            return None
+        copies = self.client.search_runs([self.experiment_id], max_results=1,
+                                         filter_string=f"tags.`{MIGRATED_FROM_TAG}` = '{run_id}'")
+        return copies[0].info.run_id if copies else None
 
     def resume(self, run_id: str) -> bool:
         """Continue an earlier run; False when the store no longer has it."""

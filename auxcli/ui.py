@@ -82,6 +82,27 @@ def start_ui(uri: str, host: str = "127.0.0.1", port: int = 5000, *,
         raise
 
 
+def is_server(uri: str) -> bool:
+    """A tracking server serves its own UI: `auxcli ui` links to it instead of starting another."""
+    return uri.startswith(("http://", "https://"))
+
+
+def server_link(uri: str, experiment: str) -> str | None:
+    """The experiment's page on the tracking server `uri` (None: no such experiment there), or a
+    `TrackingError` when the server does not answer."""
+    from auxcli.tracking import display_uri
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # fail fast, as `auxcli run` does
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    try:
+        return experiment_link(uri, experiment, uri)
+    except Exception as exc:  # MLflow raises many types for unreachable servers
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise TrackingError(f"the tracking server {display_uri(uri)} does not answer ({type(exc).__name__}: "
+                            f"{first}). Check the URI (--tracking-uri or MLFLOW_TRACKING_URI) and that the "
+                            "server runs.") from None
+
+
 def experiment_link(uri: str, experiment: str, url: str) -> str | None:
     """The UI's address of the experiment's runs, shown as model training (None: no such experiment).
 

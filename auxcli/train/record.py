@@ -199,12 +199,14 @@ class RunRecorder:
         return parent
 
     def _resume(self, run_id: str) -> bool:
-        """Continue `run_id` if the store has it and it belongs to this resolved spec."""
+        """Continue `run_id` (or its copy, once `auxcli migrate` moved it to this store) if the store has it
+        and it belongs to this resolved spec."""
         assert self.tracker is not None
-        try:
-            run = self.tracker.client.get_run(run_id)
-        except Exception:  # deleted, or another store
+        current = self.tracker.current_id(run_id)
+        if current is None:  # deleted, or another store
             return False
+        run_id = current
+        run = self.tracker.client.get_run(run_id)
         if run.info.lifecycle_stage != "active":  # deleted in the UI: it cannot be written to again
             return False
         if not mlflow_run_belongs(self.spec, run.data.tags, self.folder):
