@@ -59,8 +59,8 @@ def spec_of_plain(data: Any) -> Spec | None:
         return None
     transfer = data.get("transfer")
     if isinstance(transfer, dict) and transfer.get("mode") == "finetune":
-        # A resolved spec writes every field, `transfer.bn`'s default too, which a written finetune spec may
-        # not set (`cross_field_problems`); it has no effect on a finetune, so it is left out here.
+        # Resolved specs written before `TransferSpec` left `bn` out of a finetune hold its default, which a
+        # finetune spec may not set (`cross_field_problems`); it has no effect on a finetune.
         data = {**data, "transfer": {k: v for k, v in transfer.items() if k != "bn"}}
     try:
         return Spec.model_validate(data)

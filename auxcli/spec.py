@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from auxcli.models.depth import allowed_depths, valid_depth
 
@@ -262,6 +262,15 @@ class TransferSpec(Section):
     """linear: train a fresh head on frozen features (linear probe); finetune: train everything."""
     bn: Literal["frozen", "train"] = "frozen"  # linear only: BatchNorm statistics frozen or updated
     """Linear probe only: BatchNorm statistics frozen or updated on the new labels."""
+
+    @model_serializer(mode="wrap")
+    def _without_fields_that_do_not_apply(self, handler):
+        # A finetune has no `bn` (a written one is refused): a resolved spec, which writes every default,
+        # must load again as a spec, and its identity must not hold a field that changes nothing.
+        data = handler(self)
+        if self.mode == "finetune":
+            data.pop("bn", None)
+        return data
 
 
 class RuntimeSpec(Section):

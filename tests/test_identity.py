@@ -68,6 +68,21 @@ def test_a_transfer_s_resolved_spec_gives_its_identity(tiny_spec, transfer):
     assert result_id_of_params(params) == result_id(spec)
 
 
+def test_a_finetune_s_resolved_spec_loads_again_and_older_records_keep_their_identity(tiny_spec, workdir):
+    """A finetune has no transfer.bn (a written one is refused), so its resolved spec leaves it out and loads
+    as a spec again (reproduce, analyze); one written when resolved specs still held `bn: frozen` gives the
+    same identity."""
+    from auxcli.analysis.features import _spec_of
+
+    spec = load_spec(tiny_spec("t", "transfer: {from: pre, mode: finetune}\n"))
+    assert "bn" not in spec.to_plain()["transfer"]
+    (workdir / "resolved.yaml").write_text(dump_spec(spec))
+    assert load_spec(workdir / "resolved.yaml").to_plain() == spec.to_plain()
+    assert _spec_of(None, {"spec": spec.to_plain()}).to_plain() == spec.to_plain()  # a checkpoint's spec
+    older = dump_spec(spec).replace("  mode: finetune\n", "  mode: finetune\n  bn: frozen\n")
+    assert "bn: frozen" in older and result_id_of_text(older) == result_id(spec)
+
+
 def test_mlflow_params_of_older_runs_give_the_identity(tiny_spec):
     spec = load_spec(tiny_spec("s"), ["task.aux={kind: labelset, labels: superclass}"])
     params = {k: str(v) for k, v in flatten(spec.to_plain()).items()}
