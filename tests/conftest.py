@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
 import sys
+import time
 
 import pytest
 
@@ -132,3 +134,26 @@ def make_special_file(path, kind: str) -> None:
         path.symlink_to("/dev/zero")
     else:
         path.mkdir()
+
+
+def wait_for_line(proc, marker: str, timeout_s: float = 180) -> str:
+    """Read `proc`'s text stdout until a whole line contains `marker`; return everything read so far.
+
+    Reads the pipe's file descriptor itself: `select` on it and then `proc.stdout.readline()` would leave
+    later lines in the reader's buffer, where `select` cannot see them, and the wait would last until the
+    process printed something else (a paused process: its whole pause). Kills `proc` and fails if the line
+    never comes. Whatever follows the marker's line in the same read is not handed back."""
+    fd, seen = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 1.0)[0]:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break  # the process closed its output: it has ended
+        seen += chunk
+        text = seen.decode(errors="replace")
+        if any(marker in line for line in text.split("\n")[:-1]):
+            return text
+    proc.kill()
+    raise AssertionError(f"never printed a line with {marker!r}:\n{seen.decode(errors='replace')}")
