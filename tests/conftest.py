@@ -113,6 +113,53 @@ def _own_cache_home(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_store_template(tmp_path_factory):
+    """A new SQLite store gets its schema as a copy of one migrated once per session.
+
+    MLflow builds a new store's schema by running every Alembic migration, 1-3 s per store and a third of
+    the time of the tests that train in process; the result is the same file each time. So the migrations
+    run once, here, and every later new store in this process receives a byte copy (SQLite's backup API)
+    of their result; MLflow then adds its Default experiment as usual. Tests of the migrations themselves
+    (a full disk halfway) are marked `real_store_migrations`. Processes a test starts migrate as always."""
+    import sqlite3
+
+    import sqlalchemy
+    from mlflow.store.db import utils
+
+    real = utils._initialize_tables
+    template = tmp_path_factory.mktemp("store-template") / "migrated.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{template}")
+    real(engine)
+    engine.dispose()
+
+    def copy_of_the_migrated_schema(engine):
+        if not _COPY_MIGRATED_SCHEMA["on"] or engine.dialect.name != "sqlite" or engine.url.database in (None, "",
+                                                                                                        ":memory:"):
+            return real(engine)
+        raw, source = engine.raw_connection(), sqlite3.connect(template)
+        try:
+            source.backup(raw.driver_connection)
+        finally:
+            source.close()
+            raw.close()
+
+    utils._initialize_tables = copy_of_the_migrated_schema
+    yield
+    utils._initialize_tables = real
+
+
+_COPY_MIGRATED_SCHEMA = {"on": True}
+
+
+@pytest.fixture(autouse=True)
+def _real_store_migrations_when_marked(request):
+    """`@pytest.mark.real_store_migrations`: this test's new stores run MLflow's migrations."""
+    _COPY_MIGRATED_SCHEMA["on"] = request.node.get_closest_marker("real_store_migrations") is None
+    yield
+    _COPY_MIGRATED_SCHEMA["on"] = True
+
+
 @pytest.fixture(autouse=True)
 def _cli_environment_per_test():
     """The CLI exports its verbosity (-q/-v) and command line for the processes it starts; in one pytest
