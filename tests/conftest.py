@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
 import sys
+import time
 
 import pytest
 
@@ -111,6 +113,53 @@ def _own_cache_home(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _migrated_store_template(tmp_path_factory):
+    """A new SQLite store gets its schema as a copy of one migrated once per session.
+
+    MLflow builds a new store's schema by running every Alembic migration, 1-3 s per store and a third of
+    the time of the tests that train in process; the result is the same file each time. So the migrations
+    run once, here, and every later new store in this process receives a byte copy (SQLite's backup API)
+    of their result; MLflow then adds its Default experiment as usual. Tests of the migrations themselves
+    (a full disk halfway) are marked `real_store_migrations`. Processes a test starts migrate as always."""
+    import sqlite3
+
+    import sqlalchemy
+    from mlflow.store.db import utils
+
+    real = utils._initialize_tables
+    template = tmp_path_factory.mktemp("store-template") / "migrated.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{template}")
+    real(engine)
+    engine.dispose()
+
+    def copy_of_the_migrated_schema(engine):
+        if not _COPY_MIGRATED_SCHEMA["on"] or engine.dialect.name != "sqlite" or engine.url.database in (None, "",
+                                                                                                        ":memory:"):
+            return real(engine)
+        raw, source = engine.raw_connection(), sqlite3.connect(template)
+        try:
+            source.backup(raw.driver_connection)
+        finally:
+            source.close()
+            raw.close()
+
+    utils._initialize_tables = copy_of_the_migrated_schema
+    yield
+    utils._initialize_tables = real
+
+
+_COPY_MIGRATED_SCHEMA = {"on": True}
+
+
+@pytest.fixture(autouse=True)
+def _real_store_migrations_when_marked(request):
+    """`@pytest.mark.real_store_migrations`: this test's new stores run MLflow's migrations."""
+    _COPY_MIGRATED_SCHEMA["on"] = request.node.get_closest_marker("real_store_migrations") is None
+    yield
+    _COPY_MIGRATED_SCHEMA["on"] = True
+
+
 @pytest.fixture(autouse=True)
 def _cli_environment_per_test():
     """The CLI exports its verbosity (-q/-v) and command line for the processes it starts; in one pytest
@@ -132,3 +181,26 @@ def make_special_file(path, kind: str) -> None:
         path.symlink_to("/dev/zero")
     else:
         path.mkdir()
+
+
+def wait_for_line(proc, marker: str, timeout_s: float = 180) -> str:
+    """Read `proc`'s text stdout until a whole line contains `marker`; return everything read so far.
+
+    Reads the pipe's file descriptor itself: `select` on it and then `proc.stdout.readline()` would leave
+    later lines in the reader's buffer, where `select` cannot see them, and the wait would last until the
+    process printed something else (a paused process: its whole pause). Kills `proc` and fails if the line
+    never comes. Whatever follows the marker's line in the same read is not handed back."""
+    fd, seen = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], 1.0)[0]:
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break  # the process closed its output: it has ended
+        seen += chunk
+        text = seen.decode(errors="replace")
+        if any(marker in line for line in text.split("\n")[:-1]):
+            return text
+    proc.kill()
+    raise AssertionError(f"never printed a line with {marker!r}:\n{seen.decode(errors='replace')}")

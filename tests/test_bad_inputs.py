@@ -264,6 +264,7 @@ def test_truncated_mlflow_db_is_named(workdir):
     check(invoke(["run", "tiny.yaml"]), 2, "mlflow.db")
 
 
+@pytest.mark.real_store_migrations  # the full disk strikes in the migrations' CREATE INDEX
 def test_store_creation_failure_leaves_no_broken_store(workdir, monkeypatch):
     """A full disk while the schema is created: the error names the store, and no mlflow.db is left."""
     import sqlalchemy

@@ -5,17 +5,16 @@ creation, stale specs and the repair of incomplete records, all checked in a rea
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from auxcli.cli import app
+from tests.conftest import wait_for_line
 
 pytestmark = pytest.mark.slow
 
@@ -50,19 +49,7 @@ def auxcli(*args: str, pause: str | None = None) -> subprocess.Popen:
 
 def wait_for_pause(proc: subprocess.Popen, point: str, timeout_s: float = 180) -> str:
     """Read the process's output until it reports the pause point; returns what it printed."""
-    seen = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
-        if ready:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-            seen.append(line)
-            if line.startswith(f"{PAUSED} {point}"):
-                return "".join(seen)
-    proc.kill()
-    raise AssertionError(f"never paused at {point}:\n{''.join(seen)}")
+    return wait_for_line(proc, f"{PAUSED} {point}", timeout_s)
 
 
 def kill_at(workdir: Path, point: str, sig: int = signal.SIGKILL) -> None:

@@ -5,17 +5,16 @@ marked KILLED by the next such command. Real processes, paused with their run op
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from auxcli.cli import app
+from tests.conftest import wait_for_line
 
 pytestmark = pytest.mark.slow
 SPEC = """\
@@ -44,18 +43,8 @@ def start(project: Path, pause: str, *args: str) -> subprocess.Popen:
            "AUXCLI_TEST_PAUSE_SECONDS": "120"}
     proc = subprocess.Popen([sys.executable, "-m", "auxcli", *args], cwd=project, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    seen = []
-    while time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 1.0)[0]:
-            line = proc.stdout.readline()
-            seen.append(line)
-            if line.startswith(f"auxcli-test-paused-at {pause}"):
-                return proc
-            if not line and proc.poll() is not None:
-                break
-    proc.kill()
-    raise AssertionError("never paused:\n" + "".join(seen))
+    wait_for_line(proc, f"auxcli-test-paused-at {pause}")
+    return proc
 
 
 def runs_tagged(project: Path, experiment: str, tag: str):

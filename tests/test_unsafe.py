@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import signal
 import socket
 import stat
@@ -17,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from auxcli.cli import app
+from tests.conftest import wait_for_line
 
 runner = CliRunner()
 
@@ -120,12 +120,7 @@ def test_ui_prints_the_real_address_and_its_server_dies_with_it(workdir):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-m", "auxcli", "ui", "--host", "0.0.0.0", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    seen = ""
-    deadline = time.monotonic() + 180
-    while "MLflow UI for" not in seen and time.monotonic() < deadline and proc.poll() is None:
-        if select.select([proc.stdout], [], [], 1.0)[0]:
-            seen += proc.stdout.readline()
-    assert "MLflow UI for" in seen, seen
+    seen = wait_for_line(proc, "MLflow UI for")
     assert f"http://0.0.0.0:{port}" in seen and "warning" in seen and "no authentication" in seen
     assert _answers(port)
     proc.send_signal(signal.SIGKILL)  # no chance to clean up: the server must still go

@@ -22,18 +22,37 @@ sys.path.insert(0, str(ROOT / "tests"))
 from world_size_worker import CONFIGS, spec  # noqa: E402
 
 
-def launch(world_size: int, tmp_path: Path) -> Path:
-    workdir = tmp_path / f"w{world_size}"
-    workdir.mkdir()
+def launch_all(tmp_path: Path) -> dict[int, Path]:
+    """Every world size's torchrun at once, each in its own working directory; returns those directories.
+
+    At once, because one launch alone leaves a core idle: one process uses one thread, and the ranks of
+    the others wait for rank 0 while it records each run. The data is generated first, so that no two
+    launches write it."""
+    from auxcli.data.load import load_data
+
+    load_data(spec(next(iter(CONFIGS)), str(tmp_path / "data")).data)
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                OMP_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             f"--nproc-per-node={world_size}", str(ROOT / "tests" / "world_size_worker.py"),
-                             str(workdir / "out"), str(tmp_path / "data")],
-                            cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
+    started = {}
+    for world_size in WORLD_SIZES:
+        workdir = tmp_path / f"w{world_size}"
+        workdir.mkdir()
+        log = (workdir / "torchrun.log").open("w")  # a file, not a pipe that nobody reads while another runs
+        started[world_size] = workdir, subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world_size}",
+             str(ROOT / "tests" / "world_size_worker.py"), str(workdir / "out"), str(tmp_path / "data")],
+            cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+    try:
+        for workdir, process in started.values():
+            assert process.wait(timeout=600) == 0, (workdir / "torchrun.log").read_text()[-3000:]
+    finally:  # one failed: torchrun stops the workers of the others on SIGTERM
+        for _, process in started.values():
+            if process.poll() is None:
+                process.terminate()
+                process.wait(60)
+    return {world_size: workdir for world_size, (workdir, _) in started.items()}
 
 
 def history(workdir: Path, name: str) -> list[float]:
@@ -78,7 +97,7 @@ def evaluate_final(folder: Path, name: str, data_root: Path) -> dict[str, float]
 @pytest.mark.slow
 @pytest.mark.flaky(reruns=1)  # gloo may abort at exit (tests/test_distributed.py); a rerun checks all again
 def test_one_two_and_four_processes_draw_normalise_train_and_evaluate_alike(tmp_path):
-    workdirs = {w: launch(w, tmp_path) for w in WORLD_SIZES}
+    workdirs = launch_all(tmp_path)
     records = {w: [torch.load(workdirs[w] / "out" / f"rank{r}.pt", weights_only=False) for r in range(w)]
                for w in WORLD_SIZES}
     for name in CONFIGS:
