@@ -302,7 +302,15 @@ def _executor(executor: Executor, *, concurrent: int, nproc: int | None, launche
     refused before anything is loaded or started."""
     from auxcli.errors import LaunchError
     from auxcli.launch.executors import pick
+    from auxcli.train.distributed import launched_by_torchrun
 
+    starts_processes = [flag for flag, given in (("--executor slurm", executor == Executor.slurm),
+                                                 ("--concurrent", concurrent > 1), ("--nproc", nproc is not None))
+                        if given]
+    if starts_processes and launched_by_torchrun():
+        raise LaunchError(f"this auxcli run is one of torchrun's processes, and {', '.join(starts_processes)} "
+                          "starts processes of its own: every worker would start them again. Drop it (torchrun's "
+                          "--nproc-per-node sets the processes), or run `auxcli run --nproc N` without torchrun.")
     if executor == Executor.slurm:
         from auxcli.launch.settings import load_settings
 

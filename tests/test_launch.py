@@ -238,3 +238,13 @@ def test_local_processes_open_each_running_specs_parent_run_before_any_seed_star
     LocalProcesses(concurrent=2).submit(jobs)
     assert [run.data.tags["auxcli.spec_name"] for run in parents_at_launch] == ["two"]
     assert parents_at_launch[0].data.params["seeds"] == "[0, 1]"
+
+
+@pytest.mark.parametrize("flags", [["--nproc", "2"], ["--concurrent", "2"], ["--executor", "slurm"]])
+def test_flags_that_start_processes_are_refused_inside_a_torchrun_worker(tiny_spec, monkeypatch, flags):
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "127.0.0.1")):
+        monkeypatch.setenv(name, value)  # what torchrun gives each worker
+    result = invoke("run", str(tiny_spec("inside")), *flags)
+    assert result.exit_code == 2, result.output
+    assert flags[0] in result.output and "torchrun's processes" in result.output
+    assert not (Path(tiny_spec("inside")).parent / "runs").exists()  # nothing started
