@@ -1,7 +1,7 @@
 """`auxcli migrate` between two SQLite stores, on runs written straight through MlflowClient (no training):
 bad input is one paragraph and exit 2, an interrupted copy leaves the source and the run folders as they
 were and completes when run again, and nothing is ever copied twice. The copy's fidelity against a real
-tracking server on PostgreSQL is tested in tests/cluster/test_migrate.py."""
+tracking server on PostgreSQL is tested in tests/cluster/test_server_migrate.py."""
 
 from __future__ import annotations
 
