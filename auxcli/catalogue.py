@@ -67,6 +67,13 @@ def holds_other_settings(spec: Spec, folder: RunFolder) -> bool:
 def folder_state(spec: Spec, seed: int) -> str:
     """One of `STATES` for (spec, seed), from the run folder's files alone."""
     folder = RunFolder.of(spec, seed)
+    try:
+        return _state_of(spec, folder)
+    except OSError as exc:  # a path the file system refuses even to look at (ENAMETOOLONG, EACCES)
+        raise folder.unusable(exc) from None
+
+
+def _state_of(spec: Spec, folder: RunFolder) -> str:
     if holds_other_settings(spec, folder):
         return "stale"
     if folder.complete.exists():

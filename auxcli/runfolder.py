@@ -162,8 +162,12 @@ class RunFolder:
             probe.write_text("ok")
             probe.unlink()
         except OSError as exc:
-            raise OutputError(f"{self.root}: the run folder cannot be written ({exc.strerror}). "
-                              "Choose another runtime.runs_dir or fix the folder's permissions.") from None
+            raise self.unusable(exc) from None
+
+    def unusable(self, exc: OSError) -> OutputError:
+        """The one-paragraph error for a run folder the file system refuses (a name too long, no permission)."""
+        return OutputError(f"{self.root}: the run folder cannot be written ({exc.strerror}). "
+                           "Choose another runtime.runs_dir or fix the folder's permissions.")
 
     def lock(self) -> RunFolderLock:
         """The folder's lock; hold it (`with folder.lock():`) for as long as the run writes here."""
