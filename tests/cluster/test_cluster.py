@@ -40,7 +40,7 @@ train: {{epochs: {epochs}, batch_size: 64, milestones: [1], eval_batch_size: 200
 runtime: {{threads: 1}}
 """
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # one worker starts the engines
 
 
 def auxcli(*args: str, cwd: Path, tracking: str | None = None, check: bool = True) -> subprocess.CompletedProcess:

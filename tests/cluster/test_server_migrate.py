@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from auxcli.cli import app
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cluster")]  # one worker starts the engines
 EXPERIMENT = "migrated"  # its own experiment: the session's other tests log theirs to the same server
 NAMES = ("mig-pre", "mig-fine", "mig-part")
 ID_TAGS = ("mlflow.parentRunId", "auxcli.transfer.source_run_id", "mlflow.note.content")  # name run ids
