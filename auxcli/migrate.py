@@ -77,20 +77,21 @@ def rewrite_run_folders(runs_dirs: list[Path], run_ids: dict[str, str]) -> list[
     """Replace old MLflow run ids by their copies in every `<runs_dir>/<name>/seed-<k>/` record that names
     one (`metrics.json`, `complete.json`), each file atomically, under the folder's lock (a run training
     there refuses with `RunInUse`: re-run the migration once it ends)."""
-    from auxcli.runfolder import RunFolder, atomic_write_text
+    from auxcli.runfolder import RunFolder
 
     rewritten = []
     for runs in runs_dirs:
         for root in sorted(p for p in Path(runs).glob("*/seed-*") if p.is_dir()):
             folder = RunFolder(root)
-            records = [path for path in (folder.metrics, folder.complete) if _names(path, run_ids)]
+            writers = {folder.metrics: folder.write_metrics, folder.complete: folder.write_completion}
+            records = [path for path in writers if _names(path, run_ids)]
             if not records:
                 continue
             with folder.lock():
                 for path in records:
                     record = json.loads(path.read_text(encoding="utf-8"))
                     record["mlflow_run_id"] = run_ids[record["mlflow_run_id"]]
-                    atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+                    writers[path](record)
             rewritten.append(root)
     return rewritten
 
