@@ -6,6 +6,8 @@ import os
 import select
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,16 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@contextmanager
+def project_folder(root: Path):
+    """`workdir` for a module-scoped fixture: `root` as the working folder, with the embedded MLflow store
+    (no MLFLOW_TRACKING_URI), until the block ends; yields the MonkeyPatch for more."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield mp
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from auxcli.bundle.archive import MANIFEST, write_bundle
 from auxcli.cli import app
+from tests.conftest import project_folder
 
 BASE = """\
 seeds: [0]
@@ -41,9 +42,7 @@ def invoke(*args):
 def trained(tmp_path_factory):
     """`pre` (extends _base.yaml, run with a --set override) and `probe` (linear probe from `pre`)."""
     root = tmp_path_factory.mktemp("bundle")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with project_folder(root) as mp:
         (root / "_base.yaml").write_text(BASE.format(data_root=(root / "data").as_posix()))
         (root / "pre.yaml").write_text("extends: _base.yaml\nname: pre\n")
         (root / "probe.yaml").write_text("extends: _base.yaml\nname: probe\n"

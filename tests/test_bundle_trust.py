@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from auxcli.bundle.archive import MANIFEST, write_bundle
 from auxcli.cli import app
-from tests.conftest import SPECIAL_FILE_KINDS, make_special_file
+from tests.conftest import project_folder, SPECIAL_FILE_KINDS, make_special_file
 
 SPEC = """\
 name: pre
@@ -36,9 +36,7 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("trust")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with project_folder(root) as mp:
         (root / "pre.yaml").write_text(SPEC)
         mp.setattr(sys, "argv", ["auxcli", "run", "pre.yaml"])
         assert invoke("run", "pre.yaml").exit_code == 0

@@ -24,12 +24,10 @@ def project(tmp_path_factory):
     from auxcli.specfile import load_spec
     from auxcli.train.runner import run_seed
 
-    from tests.conftest import TINY_SPEC
+    from tests.conftest import project_folder, TINY_SPEC
 
     root = tmp_path_factory.mktemp("damaged")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with project_folder(root):
         for name in ("done", "part"):
             (root / f"{name}.yaml").write_text(TINY_SPEC.format(name=name, data_root=(root / "data").as_posix()))
         assert invoke("run", "done.yaml").exit_code == 0

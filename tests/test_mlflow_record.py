@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from auxcli.cli import app
 from auxcli.data.identity import data_identity
 from auxcli.spec import DataSpec
+from tests.conftest import project_folder
 
 SPEC = """\
 name: {name}
@@ -47,9 +48,7 @@ def git(root, *args: str) -> str:
 def store(tmp_path_factory):
     """A git repository holding two specs; `tiny` (seeds 0, 1) and `probe` (a linear probe of tiny) run."""
     root = tmp_path_factory.mktemp("record")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with project_folder(root) as mp:
         mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")  # default 10 s: longer than these runs
         (root / "tiny.yaml").write_text(SPEC.format(name="tiny"))
         (root / "probe.yaml").write_text(

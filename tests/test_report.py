@@ -22,6 +22,7 @@ from auxcli.report.collect import RunRecord
 from auxcli.report.paper import TABLES, match_key
 from auxcli.report.render import FORMATS, render
 from auxcli.report.tables import SpecRef, build_report
+from tests.conftest import project_folder
 
 STUDY_MD = Path(__file__).resolve().parents[1] / "docs" / "study.md"  # the study, in the repository
 
@@ -238,9 +239,7 @@ def store(tmp_path_factory):
     from mlflow.tracking import MlflowClient
 
     root = tmp_path_factory.mktemp("report-store")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with project_folder(root):
         folder = root / "specs" / "mini"
         folder.mkdir(parents=True)
         for stem, (seeds, extra) in E2E_SPECS.items():

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from auxcli.cli import app
-from tests.conftest import wait_for_line
+from tests.conftest import project_folder, wait_for_line
 
 pytestmark = pytest.mark.slow
 SPEC = """\
@@ -29,9 +29,7 @@ runtime: {{threads: 1}}
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("signals")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with project_folder(root):
         (root / "k.yaml").write_text(SPEC.format(root=(root / "data").as_posix()))
         result = CliRunner().invoke(app, ["run", "k.yaml"])
         assert result.exit_code == 0, result.output
